@@ -1,0 +1,198 @@
+"""The ``soft2hard`` command. Thin: parse arguments, call the library, print.
+
+Every user error (a :class:`Soft2HardError`) becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from soft2hard.errors import Soft2HardError
+
+logger = logging.getLogger("soft2hard")
+DEFAULT_DEMO_TASK = "gen/plural"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line with exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _add_model_args(p: argparse.ArgumentParser, default: str = "smollm2-135m") -> None:
+    p.add_argument("--model", default=default, help=f"built-in name, local directory or HF id (default {default})")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="weight dtype (default float32)")
+    p.add_argument("--amp", default="none", choices=["none", "bfloat16"],
+                   help="autocast compute dtype; bfloat16 is faster on CPUs with AMX and on GPUs")
+
+
+def _add_tuning_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokens", type=int, default=20, help="number of virtual tokens (default 20)")
+    p.add_argument("--steps", type=int, default=150, help="optimizer steps (default 150)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=3e-2, help="AdamW learning rate (default 3e-2)")
+    p.add_argument("--init", default="vocab", choices=["vocab", "random", "text"], help="prompt initialisation")
+    p.add_argument("--init-text", default=None, help="text for --init text")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=50, help="validate and checkpoint every N steps")
+    p.add_argument("--max-train-examples", type=int, default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="soft2hard", description="Make soft prompts readable and portable.")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="cache for dequantised models and datasets (default $SOFT2HARD_CACHE or ~/.cache/soft2hard)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    sub.add_parser("models", help="list built-in models and whether they are installed and cached").add_argument(
+        "--json", action="store_true")
+
+    tasks = sub.add_parser("tasks", help="list and inspect tasks (generated, BIG-bench, your files)")
+    tsub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", parser_class=_Parser)
+    tl = tsub.add_parser("list", help="list tasks")
+    tl.add_argument("--source", default=None, choices=["generated", "bigbench"])
+    tl.add_argument("--json", action="store_true", help="print a JSON list")
+    ts = tsub.add_parser("show", help="description, split sizes and 3 examples of a task")
+    ts.add_argument("name", help="task name or path to a JSONL/CSV file")
+    ts.add_argument("--seed", type=int, default=0)
+
+    tune = sub.add_parser("tune", help="train a soft prompt on a frozen model; writes a PEFT adapter directory")
+    _add_model_args(tune)
+    tune.add_argument("--task", required=True, help="task name (see 'tasks list') or a JSONL/CSV file")
+    tune.add_argument("--out", type=Path, required=True, help="run directory")
+    _add_tuning_args(tune)
+    tune.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    tune.add_argument("--overwrite", action="store_true", help="delete an existing run in --out first")
+    tune.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    demo = sub.add_parser("demo", help="the end-to-end demo on the built-in offline model and task")
+    _add_model_args(demo)
+    demo.add_argument("--task", default=DEFAULT_DEMO_TASK)
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--steps", type=int, default=100)
+    demo.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def _cache_dir(args) -> Path:
+    if args.cache_dir is not None:
+        return args.cache_dir
+    env = os.environ.get("SOFT2HARD_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "soft2hard"
+
+
+def _load_model(args):
+    from soft2hard.models import load_model
+
+    logger.info("loading model %s", args.model)
+    return load_model(args.model, device=args.device, dtype=args.dtype, cache_dir=_cache_dir(args), amp=args.amp)
+
+
+def cmd_models(args) -> None:
+    from soft2hard.models import describe_builtin_models
+
+    rows = describe_builtin_models(_cache_dir(args))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'name':<14} {'role':<7} {'installed':<10} {'cached':<7} summary")
+    for r in rows:
+        print(f"{r['name']:<14} {r['role']:<7} {str(r['installed']):<10} {str(r['cached']):<7} {r['summary']}")
+    print("Any local model directory or Hugging Face model id also works with --model.")
+
+
+def cmd_tasks(args) -> None:
+    from soft2hard.tasks import get_task, list_tasks
+
+    if args.tasks_command == "list":
+        rows = list_tasks(source=args.source, cache_dir=_cache_dir(args))
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return
+        for r in rows:
+            print(f"{r['name']:<55} {r['kind']:<15} {r['n_examples']:>6}  {r['description'][:60]}")
+        return
+    if args.tasks_command == "show":
+        task = get_task(args.name, cache_dir=_cache_dir(args))
+        splits = task.splits(seed=args.seed)
+        print(f"{task.name}  ({task.source}, {task.kind})")
+        print(f"description: {task.description}  [from {task.description_source}]")
+        if task.labels:
+            print(f"labels: {', '.join(task.labels)}")
+        print(f"examples: {len(task.examples)}  train/validation/test: "
+              f"{len(splits.train)}/{len(splits.validation)}/{len(splits.test)} (seed {args.seed})")
+        print(f"template: {task.template!r} -> {task.target_template!r}")
+        for ex in splits.train[:3]:
+            print(f"  {ex.input!r} -> {ex.target!r}")
+        return
+    raise Soft2HardError("tasks needs an action: list or show")
+
+
+def _tuning_config(args):
+    from soft2hard.tuning import TuningConfig
+
+    return TuningConfig(n_tokens=args.tokens, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                        init=args.init, init_text=args.init_text, seed=args.seed, eval_every=args.eval_every,
+                        max_train_examples=args.max_train_examples)
+
+
+def cmd_tune(args) -> None:
+    from soft2hard.tasks import get_task
+    from soft2hard.tuning import tune
+
+    cfg = _tuning_config(args)  # validate everything before loading anything or writing a file
+    task = get_task(args.task, cache_dir=_cache_dir(args))
+    lm = _load_model(args)
+    result = tune(lm, task, cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    m = result.metrics
+    print(f"{task.name}: {m['metric']} no prompt {m['baseline_score']:.3f} -> soft prompt {m['test_score']:.3f} "
+          f"(test n={m['n_test']}, best step {m['best_step']}, {m['train_seconds']:.0f} s training)")
+    print(f"wrote {args.out}/adapter_model.safetensors (PEFT prompt-tuning adapter) and {args.out}/metrics.json")
+
+
+def cmd_demo(args) -> None:
+    from soft2hard.demo import run_demo
+
+    run_demo(model=args.model, task=args.task, out=args.out, steps=args.steps, seed=args.seed,
+             device=args.device, dtype=args.dtype, amp=args.amp, cache_dir=_cache_dir(args))
+
+
+COMMANDS = {"models": cmd_models, "tasks": cmd_tasks, "tune": cmd_tune, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a model hub
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+        COMMANDS[args.command](args)
+    except Soft2HardError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Shared fixtures: tiny random models (fast unit tests) built from configs with the real SmolLM2 tokenizer.
+
+The real built-in models are used by tests marked ``slow``; they share the user cache (``SOFT2HARD_CACHE`` or
+~/.cache/soft2hard) so the dequantised copy is built once per machine.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+hf_logging.set_verbosity_error()
+hf_logging.disable_progress_bar()
+
+
+def user_cache_dir() -> Path:
+    env = os.environ.get("SOFT2HARD_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "soft2hard"
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    return user_cache_dir()
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer(cache_dir):
+    from transformers import AutoTokenizer
+
+    from soft2hard.models import model_path
+
+    return AutoTokenizer.from_pretrained(model_path("smollm2-135m", cache_dir))
+
+
+def _save_tiny(path: Path, config, tokenizer) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smol_tokenizer) -> Path:
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(vocab_size=len(smol_tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=512, tie_word_embeddings=True,
+                         bos_token_id=smol_tokenizer.bos_token_id, eos_token_id=smol_tokenizer.eos_token_id,
+                         pad_token_id=smol_tokenizer.pad_token_id)
+    return _save_tiny(tmp_path_factory.mktemp("tiny-llama"), config, smol_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory, smol_tokenizer) -> Path:
+    """A 2-block Gemma3 text model: exercises the scaled-embedding path (x sqrt(d)) and sliding attention."""
+    from transformers import Gemma3TextConfig
+
+    config = Gemma3TextConfig(vocab_size=len(smol_tokenizer), hidden_size=64, intermediate_size=128,
+                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+                              max_position_embeddings=512, sliding_window=16,
+                              layer_types=["sliding_attention", "full_attention"],
+                              bos_token_id=smol_tokenizer.bos_token_id, eos_token_id=smol_tokenizer.eos_token_id,
+                              pad_token_id=smol_tokenizer.pad_token_id)
+    config.architectures = ["Gemma3ForCausalLM"]
+    return _save_tiny(tmp_path_factory.mktemp("tiny-gemma"), config, smol_tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_llama_dir):
+    from soft2hard.models import load_model
+
+    return load_model(str(tiny_llama_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma(tiny_gemma_dir):
+    from soft2hard.models import load_model
+
+    return load_model(str(tiny_gemma_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def smollm2(cache_dir):
+    from soft2hard.models import load_model
+
+    return load_model("smollm2-135m", device="cpu", cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="session")
+def gemma3(cache_dir):
+    from soft2hard.models import load_model
+
+    return load_model("gemma3-270m", device="cpu", cache_dir=cache_dir)
