@@ -74,6 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--overwrite", action="store_true", help="delete an existing run in --out first")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    info = sub.add_parser("info", help="show a soft prompt's shape, norms and provenance; check it fits a model")
+    info.add_argument("prompt", type=Path, help="PEFT adapter directory or .safetensors file")
+    info.add_argument("--model", default=None, help="also check that the prompt fits this model")
+    info.add_argument("--json", action="store_true")
+
+    sc = sub.add_parser("score", help="score a saved soft prompt on a task's test split, next to no prompt")
+    sc.add_argument("prompt", type=Path, help="PEFT adapter directory or .safetensors file")
+    _add_model_args(sc)
+    sc.add_argument("--task", required=True)
+    sc.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    sc.add_argument("--seed", type=int, default=0, help="split seed (default 0, as in tune)")
+    sc.add_argument("--max-examples", type=int, default=200)
+    sc.add_argument("--json", action="store_true")
+
     demo = sub.add_parser("demo", help="the end-to-end demo on the built-in offline model and task")
     _add_model_args(demo)
     demo.add_argument("--task", default=DEFAULT_DEMO_TASK)
@@ -159,6 +173,50 @@ def cmd_tune(args) -> None:
     print(f"wrote {args.out}/adapter_model.safetensors (PEFT prompt-tuning adapter) and {args.out}/metrics.json")
 
 
+def cmd_info(args) -> None:
+    from soft2hard.prompts import SoftPrompt, prompt_norm_stats
+
+    prompt = SoftPrompt.load(args.prompt)
+    info = {"path": str(args.prompt), "n_tokens": prompt.n_tokens, "d_model": prompt.d_model,
+            "model": prompt.model, **prompt_norm_stats(prompt.tensor), "metadata": prompt.metadata}
+    if args.model:
+        from soft2hard.models import load_model
+
+        lm = load_model(args.model, device="cpu", cache_dir=_cache_dir(args))
+        lm.check_prompt(prompt.tensor)
+        vocab_norm = float(lm.vocab_embeddings().float().norm(dim=-1).mean())
+        info["fits_model"] = args.model
+        info["vocab_mean_norm"] = vocab_norm
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return
+    for k, v in info.items():
+        print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+
+
+def cmd_score(args) -> None:
+    from soft2hard.prompts import SoftPrompt
+    from soft2hard.scoring import score
+    from soft2hard.tasks import get_task
+
+    prompt = SoftPrompt.load(args.prompt)
+    task = get_task(args.task, cache_dir=_cache_dir(args))
+    if args.max_examples < 1:
+        raise Soft2HardError(f"--max-examples must be >= 1, got {args.max_examples}")
+    lm = _load_model(args)
+    lm.check_prompt(prompt.tensor)
+    examples = getattr(task.splits(seed=args.seed), args.split)[: args.max_examples]
+    result = {"task": task.name, "split": args.split, "n": len(examples),
+              "metric": "accuracy" if task.kind == "classification" else "exact_match",
+              "no_prompt": score(lm, None, task, examples),
+              "soft_prompt": score(lm, prompt.tensor.to(lm.device), task, examples)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"{task.name} ({args.split}, n={len(examples)}) {result['metric']}: "
+          f"no prompt {result['no_prompt']:.3f}, soft prompt {result['soft_prompt']:.3f}")
+
+
 def cmd_demo(args) -> None:
     from soft2hard.demo import run_demo
 
@@ -166,7 +224,8 @@ def cmd_demo(args) -> None:
              device=args.device, dtype=args.dtype, amp=args.amp, cache_dir=_cache_dir(args))
 
 
-COMMANDS = {"models": cmd_models, "tasks": cmd_tasks, "tune": cmd_tune, "demo": cmd_demo}
+COMMANDS = {"models": cmd_models, "tasks": cmd_tasks, "tune": cmd_tune, "info": cmd_info, "score": cmd_score,
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,202 @@
+"""Generated instruction-induction tasks (``gen/<name>``).
+
+Each task has a simple rule that its description states outright, so an interpretation of a prompt tuned on it
+can be judged against a known answer. Examples are generated deterministically (fixed per-task seed) from the
+word lists in ``soft2hard/data``; inputs and targets are short enough for a ~135M-parameter model.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from soft2hard.errors import Soft2HardError
+from soft2hard.tasks.base import Example, Task
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+N_EXAMPLES = 300
+PREFIX = "gen/"
+
+
+def _read_lines(filename: str) -> list[str]:
+    """Non-blank, non-comment lines of a data file, de-duplicated, in file order."""
+    path = DATA_DIR / filename
+    seen: dict[str, None] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            seen.setdefault(line, None)
+    return list(seen)
+
+
+def _read_pairs(filename: str) -> list[tuple[str, str]]:
+    pairs = []
+    for line in _read_lines(filename):
+        parts = line.split()
+        assert len(parts) == 2, f"{filename}: bad pair line {line!r}"
+        pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def _words() -> list[str]:
+    return _read_lines("words.txt")
+
+
+def _sample(rng: random.Random, items: list, n: int = N_EXAMPLES) -> list:
+    """Up to ``n`` distinct items in a seeded random order."""
+    return rng.sample(items, min(n, len(items)))
+
+
+def _balanced(rng: random.Random, groups: dict[str, list[str]], n: int = N_EXAMPLES) -> list[Example]:
+    """Equal numbers of examples per label (as many as the smallest group allows, up to ``n`` in all)."""
+    per_label = min(n // len(groups), *(len(v) for v in groups.values()))
+    examples = [Example(item, label) for label, items in groups.items() for item in rng.sample(items, per_label)]
+    rng.shuffle(examples)
+    return examples
+
+
+def _map(rng: random.Random, items: list[str], fn: Callable[[str], str]) -> list[Example]:
+    return [Example(x, fn(x)) for x in _sample(rng, items)]
+
+
+# --- generation tasks -----------------------------------------------------------------------------------
+
+
+def _first_letter(rng: random.Random) -> list[Example]:
+    return _map(rng, _words(), lambda w: w[0])
+
+
+def _last_letter(rng: random.Random) -> list[Example]:
+    return _map(rng, _words(), lambda w: w[-1])
+
+
+def _uppercase(rng: random.Random) -> list[Example]:
+    return _map(rng, _words(), str.upper)
+
+
+def _word_length(rng: random.Random) -> list[Example]:
+    return _map(rng, _words(), lambda w: str(len(w)))
+
+
+def _reverse_word(rng: random.Random) -> list[Example]:
+    short = [w for w in _words() if 3 <= len(w) <= 4 and w != w[::-1]]
+    return _map(rng, short, lambda w: w[::-1])
+
+
+def _plural(rng: random.Random) -> list[Example]:
+    pairs = _read_pairs("plurals.txt")
+    return [Example(s, p) for s, p in _sample(rng, pairs)]
+
+
+def _antonym(rng: random.Random) -> list[Example]:
+    answers: dict[str, set[str]] = {}
+    for a, b in _read_pairs("antonyms.txt"):
+        answers.setdefault(a, set()).add(b)
+        answers.setdefault(b, set()).add(a)
+    # A word with two different opposites ("light": dark / heavy) would make the task ambiguous: drop it.
+    unique = sorted((w, next(iter(t))) for w, t in answers.items() if len(t) == 1)
+    return [Example(w, t) for w, t in _sample(rng, unique)]
+
+
+def _larger_number(rng: random.Random) -> list[Example]:
+    pairs = [(a, b) for a in range(1, 100) for b in range(1, 100) if a != b]
+    return [Example(f"{a}, {b}", str(max(a, b))) for a, b in _sample(rng, pairs)]
+
+
+def _sum_two_numbers(rng: random.Random) -> list[Example]:
+    pairs = [(a, b) for a in range(1, 21) for b in range(1, 21)]
+    return [Example(f"{a}, {b}", str(a + b)) for a, b in _sample(rng, pairs)]
+
+
+def _next_number(rng: random.Random) -> list[Example]:
+    return [Example(str(n), str(n + 1)) for n in _sample(rng, list(range(1000)))]
+
+
+# --- classification tasks -------------------------------------------------------------------------------
+
+
+def _number_parity(rng: random.Random) -> list[Example]:
+    numbers = [str(n) for n in range(1000)]
+    return _balanced(rng, {"even": numbers[0::2], "odd": numbers[1::2]})
+
+
+def _starts_with_vowel(rng: random.Random) -> list[Example]:
+    words = _words()
+    return _balanced(rng, {"yes": [w for w in words if w[0] in "aeiou"],
+                           "no": [w for w in words if w[0] not in "aeiou"]})
+
+
+def _fruit_or_animal(rng: random.Random) -> list[Example]:
+    fruits, animals = _read_lines("fruits.txt"), _read_lines("animals.txt")
+    assert not set(fruits) & set(animals)
+    return _balanced(rng, {"fruit": fruits, "animal": animals})
+
+
+def _word_sentiment(rng: random.Random) -> list[Example]:
+    positive, negative = _read_lines("positive_words.txt"), _read_lines("negative_words.txt")
+    assert not set(positive) & set(negative)
+    return _balanced(rng, {"positive": positive, "negative": negative})
+
+
+def _greater_than_50(rng: random.Random) -> list[Example]:
+    return _balanced(rng, {"yes": [str(n) for n in range(51, 101)], "no": [str(n) for n in range(0, 50)]})
+
+
+@dataclass(frozen=True)
+class _Spec:
+    description: str
+    build: Callable[[random.Random], list[Example]]
+    labels: tuple[str, ...] | None = None
+
+
+_SPECS: dict[str, _Spec] = {
+    "first_letter": _Spec("Output the first letter of the given word.", _first_letter),
+    "last_letter": _Spec("Output the last letter of the given word.", _last_letter),
+    "uppercase": _Spec("Rewrite the given word in capital (upper-case) letters.", _uppercase),
+    "word_length": _Spec("Output the number of letters in the given word.", _word_length),
+    "reverse_word": _Spec("Spell the given word backwards: write its letters in reverse order.", _reverse_word),
+    "plural": _Spec("Output the plural form of the given English noun.", _plural),
+    "antonym": _Spec("Output the opposite (antonym) of the given word.", _antonym),
+    "larger_number": _Spec("Given two numbers, output the larger of the two.", _larger_number),
+    "sum_two_numbers": _Spec("Add the two given numbers and output their sum.", _sum_two_numbers),
+    "next_number": _Spec("Output the number that comes right after the given number (add one).", _next_number),
+    "number_parity": _Spec("Say whether the given number is even or odd.", _number_parity, ("even", "odd")),
+    "starts_with_vowel": _Spec(
+        "Answer yes if the given word starts with a vowel (a, e, i, o or u), otherwise answer no.",
+        _starts_with_vowel, ("no", "yes")),
+    "fruit_or_animal": _Spec("Say whether the given word names a fruit or an animal.", _fruit_or_animal,
+                             ("animal", "fruit")),
+    "word_sentiment": _Spec("Say whether the given word has a positive or a negative meaning.", _word_sentiment,
+                            ("negative", "positive")),
+    "greater_than_50": _Spec("Answer yes if the given number is greater than 50, otherwise answer no.",
+                             _greater_than_50, ("no", "yes")),
+}
+
+
+def generated_names() -> list[str]:
+    """Registry names of all generated tasks, e.g. ``gen/first_letter``."""
+    return [PREFIX + key for key in _SPECS]
+
+
+@cache
+def load_generated(name: str) -> Task:
+    """Build the generated task ``gen/<key>`` (deterministic: the same examples on every call)."""
+    key = name.removeprefix(PREFIX)
+    spec = _SPECS.get(key)
+    if spec is None or not name.startswith(PREFIX):
+        raise Soft2HardError(f"unknown generated task {name!r}")
+    rng = random.Random(zlib.crc32(key.encode("utf-8")))
+    examples = tuple(spec.build(rng))
+    return Task(
+        name=PREFIX + key,
+        source="generated",
+        description=spec.description,
+        examples=examples,
+        labels=spec.labels,
+        description_source="description",
+        metadata={"generator": key},
+    )
