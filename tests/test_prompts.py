@@ -13,8 +13,8 @@ TEXTS = ["The plural of cat is", "hello"]
 
 
 def _our_logits(lm, prompt, texts):
-    embeds, mask, _, _ = lm.build_batch(prompt, texts)
-    hidden = lm.hidden_states(embeds, mask).last_hidden_state
+    embeds, mask, _, _ = lm.build_batch(texts)
+    hidden = lm.forward_text(prompt, embeds, mask)[0].last_hidden_state
     return lm.logits_from_hidden(hidden), mask
 
 
@@ -34,7 +34,7 @@ def check_peft_loads_ours(lm, model_dir, tmp_path):
     prompt = SoftPrompt(torch.randn(7, lm.d_model) * 0.5, model=str(model_dir), metadata={"task": "t"})
     prompt.save(tmp_path / "adapter")
     ours, mask = _our_logits(lm, prompt.tensor, TEXTS)
-    theirs = _peft_logits(model_dir, tmp_path / "adapter", lm, TEXTS)
+    theirs = _peft_logits(model_dir, tmp_path / "adapter", lm, TEXTS)[:, prompt.n_tokens:]  # text positions
     assert theirs.shape == ours.shape
     keep = mask.bool()
     assert torch.allclose(ours[keep], theirs[keep], atol=2e-4, rtol=1e-4)
@@ -57,6 +57,7 @@ def check_ours_loads_peft(lm, model_dir, tmp_path):
     enc = lm.tokenizer(TEXTS, return_tensors="pt", padding=True, padding_side="right")
     with torch.no_grad():
         theirs = peft_model.eval()(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits.float()
+    theirs = theirs[:, loaded.n_tokens:]
     keep = mask.bool()
     assert torch.allclose(ours[keep], theirs[keep], atol=2e-4, rtol=1e-4)
 

@@ -85,11 +85,67 @@ class LanguageModel:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     # ------------------------------------------------------------------ forward passes
-    def hidden_states(self, embeds: torch.Tensor, mask: torch.Tensor, **kwargs):
-        """Decoder forward on input embeddings; returns the model output (last_hidden_state, ...)."""
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)  # correct for left padding too
+    def prefix_cache(self, prompt: torch.Tensor, batch: int):
+        """Run the soft prompt alone once and return its KV cache repeated ``batch`` times.
+
+        The prompt comes first and attention is causal, so its hidden states are the same in every row: one
+        pass over n positions replaces B passes (prompt tokens are often most of a short training sequence).
+        Gradients flow through the cached keys/values back to the prompt.
+        """
+        n = prompt.shape[0]
+        dtype = self.model.get_input_embeddings().weight.dtype
+        p = prompt.to(device=self.device, dtype=dtype).unsqueeze(0)  # (1, n, D); differentiable cast
         with self.autocast():
-            return self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, **kwargs)
+            out = self.decoder(inputs_embeds=p,
+                               attention_mask=torch.ones(1, n, dtype=torch.long, device=self.device),
+                               position_ids=torch.arange(n, device=self.device)[None], use_cache=True)
+        cache = out.past_key_values
+        if batch > 1:
+            cache.batch_repeat_interleave(batch)
+        return cache
+
+    @property
+    def has_sliding_window(self) -> bool:
+        return bool(getattr(self.config, "sliding_window", None))
+
+    def forward_text(self, prompt: torch.Tensor | None, embeds: torch.Tensor, mask: torch.Tensor,
+                     use_cache: bool = False, left_padded: bool = False):
+        """Decoder forward over text embeddings (B, T, D) that follow an optional soft prompt (n, D).
+
+        Equivalent to one pass over ``[prompt][text]`` (PEFT's layout). Returns (output, full_mask):
+        ``output.last_hidden_state`` covers the T text positions only; ``full_mask`` (B, n+T) is the attention
+        mask over prompt + text, for continuing with the returned cache.
+        """
+        B = embeds.shape[0]
+        n = 0 if prompt is None else prompt.shape[0]
+        ones = torch.ones(B, n, dtype=mask.dtype, device=mask.device)
+        if prompt is not None and left_padded and self.has_sliding_window:
+            # Sliding-window masks count cache slots, so pads between prompt and text would stretch distances:
+            # put the prompt after each row's padding instead ([pad][prompt][text]) and run it per row.
+            p = prompt.to(device=self.device, dtype=embeds.dtype)
+            pads = (mask == 0).sum(-1).tolist()
+            embeds = torch.stack([torch.cat([e[:k], p, e[k:]]) for e, k in zip(embeds, pads)])
+            full = torch.stack([torch.cat([m[:k], o, m[k:]]) for m, o, k in zip(mask, ones, pads)])
+            out = self._decode(embeds, full, use_cache)
+            out.last_hidden_state = out.last_hidden_state[:, n:]  # pads + prompt first: the text is the tail
+            return out, full
+        kwargs = {}
+        full = mask
+        if prompt is not None:
+            kwargs["past_key_values"] = self.prefix_cache(prompt, B)
+            full = torch.cat([ones, mask], dim=1)
+            use_cache = True
+        positions = n + (mask.long().cumsum(-1) - 1).clamp(min=0)
+        with self.autocast():
+            out = self.decoder(inputs_embeds=embeds, attention_mask=full, position_ids=positions,
+                               use_cache=use_cache, **kwargs)
+        return out, full
+
+    def _decode(self, embeds: torch.Tensor, mask: torch.Tensor, use_cache: bool):
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        with self.autocast():
+            return self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                use_cache=use_cache)
 
     def logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """Apply the LM head (and Gemma-style soft-capping) to selected hidden states. (..., D) -> (..., V)"""
@@ -101,49 +157,27 @@ class LanguageModel:
             logits = torch.tanh(logits / cap) * cap
         return logits
 
-    def build_batch(self, prompt: torch.Tensor | None, contexts: list[str], targets: list[str] | None = None,
-                    left_pad: bool = False):
-        """Embed ``[prompt][context][target]`` rows, padded to one length.
+    def build_batch(self, contexts: list[str], targets: list[str] | None = None, left_pad: bool = False):
+        """Embed ``[context][target]`` rows (the soft prompt is handled by :meth:`forward_text`).
 
         Returns (embeds (B,T,D), mask (B,T), target_ids list[list[int]], target_start list[int]) where
-        target_start[b] is the index of the first target token of row b.
+        target_start[b] is the text index of the first target token of row b.
         """
         rows = []
         for i, ctx in enumerate(contexts):
-            ctx_ids = self.encode(ctx)
-            tgt_ids = self.encode(targets[i], special=False) if targets is not None else []
-            rows.append((ctx_ids, tgt_ids))
-        n = 0 if prompt is None else prompt.shape[0]
-        lengths = [len(c) + len(t) for c, t in rows]
-        T = n + max(lengths)
-        B = len(rows)
-        ids = torch.full((B, T - n), self.pad_id, dtype=torch.long)
-        mask = torch.zeros(B, T, dtype=torch.long)
+            tgt = self.encode(targets[i], special=False) if targets is not None else []
+            rows.append((self.encode(ctx), tgt))
+        T = max(len(c) + len(t) for c, t in rows)
+        ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(rows), T, dtype=torch.long)
         target_start = []
         for b, (c, t) in enumerate(rows):
             seq = c + t
-            offset = (T - n - len(seq)) if left_pad else 0
+            offset = T - len(seq) if left_pad else 0
             ids[b, offset:offset + len(seq)] = torch.tensor(seq, dtype=torch.long)
-            if left_pad:
-                mask[b, offset:offset + n + len(seq)] = 1  # [pad][prompt][seq]
-            else:
-                mask[b, : n + len(seq)] = 1
-            target_start.append(offset + n + len(c))
-        embeds = self.embed(ids)  # (B, T-n, D)
-        if prompt is not None:
-            p = prompt.to(embeds.dtype).to(self.device).unsqueeze(0).expand(B, -1, -1)
-            if left_pad:
-                # put the prompt right after each row's padding
-                out = torch.empty(B, T, embeds.shape[-1], dtype=embeds.dtype, device=embeds.device)
-                for b, (c, t) in enumerate(rows):
-                    pad = T - n - len(c) - len(t)
-                    out[b, :pad] = embeds[b, :pad]
-                    out[b, pad:pad + n] = p[b]
-                    out[b, pad + n:] = embeds[b, pad:]
-                embeds = out
-            else:
-                embeds = torch.cat([p, embeds], dim=1)
-        return embeds, mask.to(self.device), [t for _, t in rows], target_start
+            mask[b, offset:offset + len(seq)] = 1
+            target_start.append(offset + len(c))
+        return self.embed(ids), mask.to(self.device), [t for _, t in rows], target_start
 
     def target_logprobs(self, prompt: torch.Tensor | None, contexts: list[str], targets: list[str]
                         ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,14 +186,16 @@ class LanguageModel:
         The LM head runs only at the positions that predict target tokens (the vocabulary projection is the
         largest matmul for a small model). Differentiable wrt ``prompt``. Returns ((B,), (B,)).
         """
-        embeds, mask, tgt_ids, starts = self.build_batch(prompt, contexts, targets)
-        hidden = self.hidden_states(embeds, mask).last_hidden_state  # (B, T, D)
+        embeds, mask, tgt_ids, starts = self.build_batch(contexts, targets)
+        hidden = self.forward_text(prompt, embeds, mask)[0].last_hidden_state  # (B, T, D)
         rows, cols, labels = [], [], []
         for b, (ids, s) in enumerate(zip(tgt_ids, starts)):
             if not ids:
                 raise Soft2HardError(f"target {targets[b]!r} tokenizes to nothing; targets must be non-empty")
+            if s == 0:
+                raise Soft2HardError("a context must tokenize to at least one token")
             rows += [b] * len(ids)
-            cols += [s + j - 1 for j in range(len(ids))]  # position s+j-1 predicts target token j
+            cols += [s + j - 1 for j in range(len(ids))]  # text position s+j-1 predicts target token j
             labels += ids
         dev = hidden.device
         rows_t = torch.tensor(rows, device=dev)
@@ -174,9 +210,9 @@ class LanguageModel:
     def generate(self, prompt: torch.Tensor | None, contexts: list[str], max_new_tokens: int = 20,
                  stop: tuple[str, ...] = ("\n",)) -> list[str]:
         """Greedy decoding with a KV cache; returns the text generated after each context, cut at ``stop``."""
-        embeds, mask, _, _ = self.build_batch(prompt, contexts, None, left_pad=True)
+        embeds, mask, _, _ = self.build_batch(contexts, None, left_pad=True)
         B = embeds.shape[0]
-        out = self.hidden_states(embeds, mask, use_cache=True)
+        out, mask = self.forward_text(prompt, embeds, mask, use_cache=True, left_padded=True)
         cache = out.past_key_values
         next_tok = self.logits_from_hidden(out.last_hidden_state[:, -1]).argmax(-1)  # (B,)
         generated = [[] for _ in range(B)]
@@ -195,7 +231,7 @@ class LanguageModel:
             if all(done):
                 break
             mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=mask.device)], dim=1)
-            positions = mask.long().sum(-1, keepdim=True) - 1
+            positions = mask.long().sum(-1, keepdim=True) - 1  # prompt + real tokens so far
             with self.autocast():
                 out = self.decoder(input_ids=next_tok[:, None], attention_mask=mask, position_ids=positions,
                                    past_key_values=cache, use_cache=True)
