@@ -12,26 +12,12 @@ import os
 import sys
 from pathlib import Path
 
+from soft2hard.cli import interpret
+from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args
 from soft2hard.errors import Soft2HardError
 
 logger = logging.getLogger("soft2hard")
 DEFAULT_DEMO_TASK = "gen/plural"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors in one line with exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
-
-
-def _add_model_args(p: argparse.ArgumentParser, default: str = "smollm2-135m") -> None:
-    p.add_argument("--model", default=default, help=f"built-in name, local directory or HF id (default {default})")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i] (default auto)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="weight dtype (default float32)")
-    p.add_argument("--amp", default="none", choices=["none", "bfloat16"],
-                   help="autocast compute dtype; bfloat16 is faster on CPUs with AMX and on GPUs")
 
 
 def _add_tuning_args(p: argparse.ArgumentParser) -> None:
@@ -47,17 +33,17 @@ def _add_tuning_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="soft2hard", description="Make soft prompts readable and portable.")
+    parser = Parser(prog="soft2hard", description="Make soft prompts readable and portable.")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="cache for dequantised models and datasets (default $SOFT2HARD_CACHE or ~/.cache/soft2hard)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     sub.add_parser("models", help="list built-in models and whether they are installed and cached").add_argument(
         "--json", action="store_true")
 
     tasks = sub.add_parser("tasks", help="list and inspect tasks (generated, BIG-bench, your files)")
-    tsub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", parser_class=_Parser)
+    tsub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", parser_class=Parser)
     tl = tsub.add_parser("list", help="list tasks")
     tl.add_argument("--source", default=None, choices=["generated", "bigbench"])
     tl.add_argument("--json", action="store_true", help="print a JSON list")
@@ -66,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--seed", type=int, default=0)
 
     tune = sub.add_parser("tune", help="train a soft prompt on a frozen model; writes a PEFT adapter directory")
-    _add_model_args(tune)
+    add_model_args(tune)
     tune.add_argument("--task", required=True, help="task name (see 'tasks list') or a JSONL/CSV file")
     tune.add_argument("--out", type=Path, required=True, help="run directory")
     _add_tuning_args(tune)
@@ -81,15 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("score", help="score a saved soft prompt on a task's test split, next to no prompt")
     sc.add_argument("prompt", type=Path, help="PEFT adapter directory or .safetensors file")
-    _add_model_args(sc)
+    add_model_args(sc)
     sc.add_argument("--task", required=True)
     sc.add_argument("--split", default="test", choices=["train", "validation", "test"])
     sc.add_argument("--seed", type=int, default=0, help="split seed (default 0, as in tune)")
     sc.add_argument("--max-examples", type=int, default=200)
     sc.add_argument("--json", action="store_true")
 
+    interpret.add_parsers(sub)
+
     demo = sub.add_parser("demo", help="the end-to-end demo on the built-in offline model and task")
-    _add_model_args(demo)
+    add_model_args(demo)
     demo.add_argument("--task", default=DEFAULT_DEMO_TASK)
     demo.add_argument("--out", type=Path, default=Path("runs/demo"))
     demo.add_argument("--steps", type=int, default=100)
@@ -97,24 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _cache_dir(args) -> Path:
-    if args.cache_dir is not None:
-        return args.cache_dir
-    env = os.environ.get("SOFT2HARD_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "soft2hard"
-
-
-def _load_model(args):
-    from soft2hard.models import load_model
-
-    logger.info("loading model %s", args.model)
-    return load_model(args.model, device=args.device, dtype=args.dtype, cache_dir=_cache_dir(args), amp=args.amp)
-
-
 def cmd_models(args) -> None:
     from soft2hard.models import describe_builtin_models
 
-    rows = describe_builtin_models(_cache_dir(args))
+    rows = describe_builtin_models(cache_dir(args))
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -128,7 +102,7 @@ def cmd_tasks(args) -> None:
     from soft2hard.tasks import get_task, list_tasks
 
     if args.tasks_command == "list":
-        rows = list_tasks(source=args.source, cache_dir=_cache_dir(args))
+        rows = list_tasks(source=args.source, cache_dir=cache_dir(args))
         if args.json:
             print(json.dumps(rows, indent=2))
             return
@@ -136,7 +110,7 @@ def cmd_tasks(args) -> None:
             print(f"{r['name']:<55} {r['kind']:<15} {r['n_examples']:>6}  {r['description'][:60]}")
         return
     if args.tasks_command == "show":
-        task = get_task(args.name, cache_dir=_cache_dir(args))
+        task = get_task(args.name, cache_dir=cache_dir(args))
         splits = task.splits(seed=args.seed)
         print(f"{task.name}  ({task.source}, {task.kind})")
         print(f"description: {task.description}  [from {task.description_source}]")
@@ -164,8 +138,8 @@ def cmd_tune(args) -> None:
     from soft2hard.tuning import tune
 
     cfg = _tuning_config(args)  # validate everything before loading anything or writing a file
-    task = get_task(args.task, cache_dir=_cache_dir(args))
-    lm = _load_model(args)
+    task = get_task(args.task, cache_dir=cache_dir(args))
+    lm = load_model_from_args(args)
     result = tune(lm, task, cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     m = result.metrics
     print(f"{task.name}: {m['metric']} no prompt {m['baseline_score']:.3f} -> soft prompt {m['test_score']:.3f} "
@@ -182,7 +156,7 @@ def cmd_info(args) -> None:
     if args.model:
         from soft2hard.models import load_model
 
-        lm = load_model(args.model, device="cpu", cache_dir=_cache_dir(args))
+        lm = load_model(args.model, device="cpu", cache_dir=cache_dir(args))
         lm.check_prompt(prompt.tensor)
         vocab_norm = float(lm.vocab_embeddings().float().norm(dim=-1).mean())
         info["fits_model"] = args.model
@@ -200,10 +174,10 @@ def cmd_score(args) -> None:
     from soft2hard.tasks import get_task
 
     prompt = SoftPrompt.load(args.prompt)
-    task = get_task(args.task, cache_dir=_cache_dir(args))
+    task = get_task(args.task, cache_dir=cache_dir(args))
     if args.max_examples < 1:
         raise Soft2HardError(f"--max-examples must be >= 1, got {args.max_examples}")
-    lm = _load_model(args)
+    lm = load_model_from_args(args)
     lm.check_prompt(prompt.tensor)
     examples = getattr(task.splits(seed=args.seed), args.split)[: args.max_examples]
     result = {"task": task.name, "split": args.split, "n": len(examples),
@@ -221,11 +195,11 @@ def cmd_demo(args) -> None:
     from soft2hard.demo import run_demo
 
     run_demo(model=args.model, task=args.task, out=args.out, steps=args.steps, seed=args.seed,
-             device=args.device, dtype=args.dtype, amp=args.amp, cache_dir=_cache_dir(args))
+             device=args.device, dtype=args.dtype, amp=args.amp, cache_dir=cache_dir(args))
 
 
 COMMANDS = {"models": cmd_models, "tasks": cmd_tasks, "tune": cmd_tune, "info": cmd_info, "score": cmd_score,
-            "demo": cmd_demo}
+            "demo": cmd_demo, **interpret.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,5 @@
+import sys
+
+from soft2hard.cli import main
+
+sys.exit(main())

@@ -1,0 +1,180 @@
+"""CLI: ``describe`` (projection / InSPEcT) and ``inspect calibrate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args
+from soft2hard.errors import Soft2HardError
+
+METHODS = ("projection", "inspect")
+
+
+def _add_grid_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sources", default=None, help="source layers, e.g. '1-29', '2,4,8' or '1-29:2' (default 1..L-1)")
+    p.add_argument("--targets", default=None, help="target layers, same syntax (default 1..L-1)")
+    p.add_argument("--pairs", default=None, help="explicit SOURCE:TARGET pairs, e.g. '3:5,10:2'")
+    p.add_argument("--n-demos", type=int, default=4, help="demos in the inspection prompt")
+    p.add_argument("--demo-seed", type=int, default=0)
+    p.add_argument("--inject", default="input", choices=["input", "block0"],
+                   help="source pass: prompt as input embeddings (as trained) or as block 0's output (official code)")
+    p.add_argument("--max-new-tokens", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=96, help="layer pairs per batch")
+
+
+def add_parsers(sub) -> None:
+    d = sub.add_parser("describe", help="describe a soft prompt in text (projection baseline or InSPEcT)")
+    d.add_argument("prompt", type=Path, help="PEFT adapter directory or .safetensors file")
+    d.add_argument("--method", default="inspect", choices=METHODS)
+    add_model_args(d, default=None)
+    d.add_argument("--projection-metric", default="cosine", choices=["cosine", "l2"])
+    _add_grid_args(d)
+    d.add_argument("--oracle", action="store_true",
+                   help="run the grid and pick the pair whose text best matches the reference (needs one)")
+    d.add_argument("--reference", default=None, help="reference text to score descriptions against")
+    d.add_argument("--task", default=None, help="take the reference (and labels) from this task")
+    d.add_argument("--score-metric", default="rouge_l", choices=["rouge_l", "embedding_cosine", "class_rate"])
+    d.add_argument("--profile", type=Path, default=None, help="label-free profile (default: the model's calibrated one)")
+    d.add_argument("--top", type=int, default=5, help="how many scored descriptions to print")
+    d.add_argument("--heatmap", type=Path, default=None, help="save a PNG of the score over the layer grid")
+    d.add_argument("--json", action="store_true")
+
+    ins = sub.add_parser("inspect", help="InSPEcT tools: calibrate label-free layer pairs")
+    isub = ins.add_subparsers(dest="inspect_command", metavar="ACTION", parser_class=Parser)
+    c = isub.add_parser("calibrate", help="pick layer pairs on training prompts with references; store a profile")
+    c.add_argument("prompts", nargs="+", type=Path, help="tuned prompt directories (their task gives the reference)")
+    add_model_args(c)
+    _add_grid_args(c)
+    c.add_argument("--score-metric", default="rouge_l", choices=["rouge_l", "embedding_cosine", "class_rate"])
+    c.add_argument("--top-k", type=int, default=3, help="pairs kept in the profile")
+    c.add_argument("--profile", type=Path, default=None, help="where to write it (default: the model's profile)")
+
+
+def _inspect_config(args):
+    from soft2hard.interpret.inspection import InspectConfig
+    from soft2hard.interpret.selection import parse_layers
+
+    return InspectConfig(
+        source_layers=parse_layers(args.sources) if args.sources else None,
+        target_layers=parse_layers(args.targets) if args.targets else None,
+        n_demos=args.n_demos, demo_seed=args.demo_seed, inject=args.inject,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+
+
+def _reference(args):
+    if args.reference and args.task:
+        raise Soft2HardError("give either --reference or --task, not both")
+    if args.task:
+        from soft2hard.interpret.selection import reference_text
+        from soft2hard.tasks import get_task
+
+        task = get_task(args.task, cache_dir=cache_dir(args))
+        return reference_text(task), task.labels
+    return args.reference, None
+
+
+def cmd_describe(args) -> None:
+    from soft2hard.interpret.selection import (
+        Profile,
+        describe_label_free,
+        oracle_rank,
+        parse_pairs,
+        profile_path,
+        score_texts,
+    )
+    from soft2hard.prompts import SoftPrompt
+
+    prompt = SoftPrompt.load(args.prompt)
+    reference, labels = _reference(args)
+    if args.oracle and not reference:
+        raise Soft2HardError("--oracle needs a reference: pass --reference TEXT or --task NAME")
+    if args.heatmap and not reference:
+        raise Soft2HardError("--heatmap plots scores, so it needs --reference or --task")
+    cfg = _inspect_config(args) if args.method == "inspect" else None
+    args.model = args.model or prompt.model or "smollm2-135m"
+    lm = load_model_from_args(args)
+    lm.check_prompt(prompt.tensor)
+    grid_asked = args.oracle or args.pairs or args.sources or args.targets or args.heatmap
+
+    if args.method == "projection":
+        from soft2hard.interpret.projection import project
+
+        descs = [project(lm, prompt.tensor.to(lm.device), args.projection_metric)]
+    elif grid_asked:
+        from soft2hard.interpret.inspection import inspect_grid
+
+        pairs = parse_pairs(args.pairs) if args.pairs else None
+        descs = inspect_grid(lm, prompt.tensor.to(lm.device), cfg, pairs=pairs, progress=not args.json)
+    else:
+        path = args.profile or profile_path(cache_dir(args), lm.name)
+        descs = describe_label_free(lm, prompt.tensor.to(lm.device), Profile.load(path), k=1)
+
+    if reference and args.oracle:
+        descs = oracle_rank(descs, reference, args.score_metric, labels)
+    elif reference:
+        for d, s in zip(descs, score_texts([d.text for d in descs], reference, args.score_metric, labels)):
+            d.score = float(s)
+            d.details["score_metric"] = args.score_metric
+    if args.heatmap:
+        from soft2hard.plots import layer_heatmap
+
+        layer_heatmap(descs, args.heatmap, title=f"{args.prompt.name}: {args.score_metric} per layer pair",
+                      metric=args.score_metric)
+    if args.json:
+        print(json.dumps({"prompt": str(args.prompt), "model": lm.name, "reference": reference,
+                          "descriptions": [d.to_dict() for d in descs]}, indent=2))
+        return
+    _print_descriptions(descs, args, reference)
+
+
+def _print_descriptions(descs, args, reference) -> None:
+    if args.method == "projection":
+        d = descs[0]
+        key = "cosine" if "cosine" in d.details else "l2_distance"
+        print(f"projection ({d.details['metric']}): {d.text!r}")
+        print("  " + "  ".join(f"{tok}:{v:.2f}" for tok, v in zip(d.details["tokens"], d.details[key])))
+    else:
+        if descs and descs[0].oracle:
+            print(f"ORACLE selection (best of {len(descs)} pairs by {args.score_metric} against the reference):")
+        shown = descs[: args.top] if reference else descs
+        for d in shown:
+            tag = f" {args.score_metric}={d.score:.3f}" if d.score is not None else ""
+            sel = d.details.get("selection", "")
+            print(f"  layers {d.layers[0]:>2}->{d.layers[1]:<2}{tag}  {d.text!r}" + (f"  [{sel}]" if sel else ""))
+    if reference:
+        print(f"reference: {reference!r}")
+    if args.heatmap:
+        print(f"heatmap: {args.heatmap}")
+
+
+def cmd_inspect(args) -> None:
+    if args.inspect_command != "calibrate":
+        raise Soft2HardError("inspect needs an action: calibrate")
+    from soft2hard.interpret.selection import calibrate, profile_path, reference_text
+    from soft2hard.prompts import SoftPrompt
+    from soft2hard.tasks import get_task
+
+    cfg = _inspect_config(args)
+    items = []
+    for path in args.prompts:
+        prompt = SoftPrompt.load(path)
+        task_name = prompt.metadata.get("task")
+        if not task_name:
+            raise Soft2HardError(f"{path}: no task recorded in its metadata, so it has no reference to calibrate on")
+        task = get_task(task_name, cache_dir=cache_dir(args))
+        items.append((str(path), prompt.tensor, reference_text(task), task.labels))
+    lm = load_model_from_args(args)
+    for _, tensor, _, _ in items:
+        lm.check_prompt(tensor)
+    profile = calibrate(lm, [(n, t.to(lm.device), r, lab) for n, t, r, lab in items], cfg,
+                        metric=args.score_metric, top_k=args.top_k)
+    out = args.profile or profile_path(cache_dir(args), lm.name)
+    profile.save(out)
+    best = ", ".join(f"{s}->{t} ({profile.mean_scores[f'{s},{t}']:.3f})" for s, t in profile.pairs)
+    print(f"calibrated on {len(items)} prompts; best pairs by mean {args.score_metric}: {best}")
+    print(f"profile written to {out}; 'soft2hard describe PROMPT' now uses it")
+
+
+COMMANDS = {"describe": cmd_describe, "inspect": cmd_inspect}

@@ -1,0 +1,158 @@
+"""Choosing InSPEcT layer pairs: oracle (analysis only) and label-free (calibrated once, then reused).
+
+* Oracle: score every pair's text against the prompt's reference and keep the best. It looks at the answer,
+  so every description it returns carries ``oracle=True`` and outputs say "oracle".
+* Label-free: ``calibrate`` runs the grid on training prompts that have references, ranks pairs by their mean
+  score, and stores the top pairs as the model's profile. ``describe_label_free`` then applies those pairs,
+  unchanged, to new prompts without any reference (what the translator paper did with 50 training prompts).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from soft2hard import atomic
+from soft2hard.errors import Soft2HardError
+from soft2hard.interpret.base import Description
+from soft2hard.interpret.inspection import InspectConfig, inspect_grid
+from soft2hard.lm import LanguageModel
+from soft2hard.metrics import class_rate, get_metric
+from soft2hard.tasks.base import Task
+
+logger = logging.getLogger(__name__)
+SCORE_METRICS = ("rouge_l", "embedding_cosine", "class_rate")
+
+
+def reference_text(task: Task) -> str:
+    """The reference an InSPEcT description is compared with: the description, plus labels if any
+    (the same ``"<description>: <labels>"`` form as the inspection demos)."""
+    if task.labels:
+        return f"{task.description}: {', '.join(task.labels)}"
+    return task.description
+
+
+def score_texts(texts: Sequence[str], reference: str, metric: str = "rouge_l",
+                labels: Sequence[str] | None = None) -> list[float]:
+    if metric == "class_rate":
+        if not labels:
+            raise Soft2HardError("metric class_rate needs a classification task (a label set)")
+        return [class_rate(t, labels) for t in texts]
+    if metric not in SCORE_METRICS:
+        raise Soft2HardError(f"unknown score metric {metric!r}; choose one of {', '.join(SCORE_METRICS)}")
+    return get_metric(metric).fn(list(texts), [reference] * len(texts))
+
+
+def oracle_rank(descriptions: list[Description], reference: str, metric: str = "rouge_l",
+                labels: Sequence[str] | None = None) -> list[Description]:
+    """Score every description against the reference; best first; all marked oracle."""
+    scores = score_texts([d.text for d in descriptions], reference, metric, labels)
+    for d, s in zip(descriptions, scores):
+        d.score, d.oracle = float(s), True
+        d.details["score_metric"] = metric
+    return sorted(descriptions, key=lambda d: -d.score)
+
+
+@dataclass
+class Profile:
+    """A model's label-free InSPEcT setting: ranked layer pairs and the inspection prompt they were chosen for."""
+
+    model: str
+    pairs: list[tuple[int, int]]
+    metric: str
+    n_prompts: int
+    mean_scores: dict[str, float] = field(default_factory=dict)  # "s,t" -> mean score over calibration prompts
+    inspect: dict = field(default_factory=dict)  # InspectConfig fields that affect the texts
+    calibration_prompts: list[str] = field(default_factory=list)
+
+    def save(self, path: Path) -> None:
+        atomic.write_json(Path(path), asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> Profile:
+        import json
+
+        path = Path(path)
+        if not path.exists():
+            raise Soft2HardError(f"no InSPEcT profile at {path}; run 'soft2hard inspect calibrate' first")
+        try:
+            data = json.loads(path.read_text())
+            data["pairs"] = [tuple(p) for p in data["pairs"]]
+            return cls(**data)
+        except (ValueError, KeyError, TypeError) as err:
+            raise Soft2HardError(f"{path}: not a valid InSPEcT profile ({err})") from None
+
+    def config(self, **overrides) -> InspectConfig:
+        return InspectConfig(**{**self.inspect, **overrides})
+
+
+def profile_path(cache_dir: Path, model: str) -> Path:
+    return Path(cache_dir) / "profiles" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", model) + ".json")
+
+
+def calibrate(lm: LanguageModel, items: Sequence[tuple[str, torch.Tensor, str, Sequence[str] | None]],
+              cfg: InspectConfig, metric: str = "rouge_l", top_k: int = 3, progress: bool = True) -> Profile:
+    """Rank the grid's pairs by mean score over ``items`` = (name, prompt, reference, labels)."""
+    if not items:
+        raise Soft2HardError("calibration needs at least one prompt with a reference")
+    totals: dict[tuple[int, int], float] = {}
+    for name, prompt, reference, labels in tqdm(items, desc="calibrate", disable=not progress):
+        descs = inspect_grid(lm, prompt, cfg)
+        for d, s in zip(descs, score_texts([d.text for d in descs], reference, metric, labels)):
+            totals[d.layers] = totals.get(d.layers, 0.0) + float(s)
+        logger.info("calibrated on %s", name)
+    means = {p: v / len(items) for p, v in totals.items()}
+    ranked = sorted(means, key=lambda p: (-means[p], p))
+    keep = {k: v for k, v in asdict(cfg).items() if k not in ("source_layers", "target_layers", "batch_size")}
+    keep["demos"] = [list(d) for d in keep["demos"]]
+    return Profile(model=lm.name, pairs=ranked[:top_k], metric=metric, n_prompts=len(items),
+                   mean_scores={f"{s},{t}": round(v, 5) for (s, t), v in means.items()}, inspect=keep,
+                   calibration_prompts=[name for name, *_ in items])
+
+
+def describe_label_free(lm: LanguageModel, prompt: torch.Tensor, profile: Profile, k: int = 1) -> list[Description]:
+    """Describe with the profile's top-k pairs; the first is *the* label-free description."""
+    if profile.model != lm.name:
+        logger.warning("profile was calibrated for %s, used with %s", profile.model, lm.name)
+    descs = inspect_grid(lm, prompt, profile.config(), pairs=profile.pairs[:k])
+    for d in descs:
+        d.details["selection"] = f"label-free (calibrated on {profile.n_prompts} prompts, {profile.metric})"
+    return descs
+
+
+def parse_layers(spec: str) -> list[int]:
+    """'1-29' | '1,5,9' | '0-29:2' (range with step) -> sorted unique ints."""
+    out: set[int] = set()
+    try:
+        for part in spec.split(","):
+            part = part.strip()
+            step = 1
+            if ":" in part:
+                part, step_s = part.split(":")
+                step = int(step_s)
+            if "-" in part:
+                a, b = part.split("-")
+                out.update(range(int(a), int(b) + 1, step))
+            elif part:
+                out.add(int(part))
+    except ValueError:
+        raise Soft2HardError(f"bad layer list {spec!r}; use e.g. '1-29', '2,4,8' or '0-29:2'") from None
+    return sorted(out)
+
+
+def parse_pairs(spec: str) -> list[tuple[int, int]]:
+    """'3:5,10:2' -> [(3, 5), (10, 2)]"""
+    pairs = []
+    for part in spec.split(","):
+        try:
+            s, t = part.split(":")
+            pairs.append((int(s), int(t)))
+        except ValueError:
+            raise Soft2HardError(f"bad layer pair {part!r} in {spec!r}; use SOURCE:TARGET, e.g. '3:5,10:2'") from None
+    return pairs

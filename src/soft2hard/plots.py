@@ -1,0 +1,37 @@
+"""Plots (matplotlib, headless). Only this module and the report draw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from soft2hard.interpret.base import Description  # noqa: E402
+
+
+def layer_heatmap(descriptions: list[Description], path: Path, title: str = "", metric: str = "score") -> Path:
+    """Score of each (source, target) pair as a heatmap; sources on y, targets on x."""
+    scored = [d for d in descriptions if d.layers is not None and d.score is not None]
+    sources = sorted({d.layers[0] for d in scored})
+    targets = sorted({d.layers[1] for d in scored})
+    grid = np.full((len(sources), len(targets)), np.nan)
+    for d in scored:
+        grid[sources.index(d.layers[0]), targets.index(d.layers[1])] = d.score
+    fig, ax = plt.subplots(figsize=(1.2 + 0.28 * len(targets), 1.0 + 0.28 * len(sources)))
+    im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(targets)), [str(t) for t in targets], fontsize=7)
+    ax.set_yticks(range(len(sources)), [str(s) for s in sources], fontsize=7)
+    ax.set_xlabel("target layer (patched)")
+    ax.set_ylabel("source layer (read)")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=ax, label=metric)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
