@@ -8,12 +8,17 @@ Usage: python bench/inspect.py [--prompt RUN_DIR] [--ref-pairs 6] [--amp none|bf
 
 from __future__ import annotations
 
-import argparse
 import os
-import random
 import sys
-import time
-from pathlib import Path
+
+# bench/inspect.py shares its name with the standard library's `inspect`: drop this folder from the import path
+# so that `python bench/<script>.py` imports the real one.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import argparse  # noqa: E402
+import random  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests/inspect_reference.py

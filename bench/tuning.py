@@ -16,10 +16,16 @@ Usage:  python bench/tuning.py [--steps 12] [--rounds 3] [--task gen/plural] [--
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
-import time
+import sys
+
+# bench/inspect.py shares its name with the standard library's `inspect`: drop this folder from the import path
+# so that `python bench/<script>.py` imports the real one.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -101,19 +101,27 @@ def calibrate(lm: LanguageModel, items: Sequence[tuple[str, torch.Tensor, str, S
     """Rank the grid's pairs by mean score over ``items`` = (name, prompt, reference, labels)."""
     if not items:
         raise Soft2HardError("calibration needs at least one prompt with a reference")
-    totals: dict[tuple[int, int], float] = {}
+    grids = []
     for name, prompt, reference, labels in tqdm(items, desc="calibrate", disable=not progress):
-        descs = inspect_grid(lm, prompt, cfg)
-        for d, s in zip(descs, score_texts([d.text for d in descs], reference, metric, labels)):
-            totals[d.layers] = totals.get(d.layers, 0.0) + float(s)
-        logger.info("calibrated on %s", name)
-    means = {p: v / len(items) for p, v in totals.items()}
+        grids.append((inspect_grid(lm, prompt, cfg), reference, labels))
+        logger.info("ran the grid on %s", name)
+    means = mean_pair_scores(grids, metric)
     ranked = sorted(means, key=lambda p: (-means[p], p))
     keep = {k: v for k, v in asdict(cfg).items() if k not in ("source_layers", "target_layers", "batch_size")}
     keep["demos"] = [list(d) for d in keep["demos"]]
     return Profile(model=lm.name, pairs=ranked[:top_k], metric=metric, n_prompts=len(items),
                    mean_scores={f"{s},{t}": round(v, 5) for (s, t), v in means.items()}, inspect=keep,
                    calibration_prompts=[name for name, *_ in items])
+
+
+def mean_pair_scores(grids: Sequence[tuple[list[Description], str, Sequence[str] | None]],
+                     metric: str = "rouge_l") -> dict[tuple[int, int], float]:
+    """Mean score of each layer pair over prompts, from their grids' descriptions (+ reference, labels)."""
+    totals: dict[tuple[int, int], float] = {}
+    for descs, reference, labels in grids:
+        for d, s in zip(descs, score_texts([d.text for d in descs], reference, metric, labels)):
+            totals[d.layers] = totals.get(d.layers, 0.0) + float(s)
+    return {p: v / len(grids) for p, v in totals.items()}
 
 
 def describe_label_free(lm: LanguageModel, prompt: torch.Tensor, profile: Profile, k: int = 1) -> list[Description]:
