@@ -171,7 +171,7 @@ def main() -> None:
     ap.add_argument("--evaluate", nargs="*", type=Path, default=[])
     ap.add_argument("--metric", default="rouge_l")
     ap.add_argument("--amp", default="none", choices=["none", "bfloat16"])
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     lm = load_model("smollm2-135m", device="cpu", amp=args.amp)
     cfg = InspectConfig(source_layers=parse_layers(args.sources), target_layers=parse_layers(args.targets))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -96,3 +96,12 @@ def test_batched_grid_equals_reference_on_smollm2(smollm2):
     fast = inspect_grid(smollm2, prompt, cfg, pairs=pairs)
     for d in fast:
         assert d.text == reference_inspect(smollm2, prompt, cfg, d.layers), d.layers
+
+
+@pytest.mark.slow
+def test_batched_grid_equals_reference_on_gemma3(gemma3):
+    torch.manual_seed(0)
+    prompt = gemma3.vocab_embeddings()[torch.randint(0, 5000, (4,))].clone()  # scaled space
+    cfg = InspectConfig(max_new_tokens=12)
+    for d in inspect_grid(gemma3, prompt, cfg, pairs=[(4, 4), (12, 3)]):
+        assert d.text == reference_inspect(gemma3, prompt, cfg, d.layers), d.layers
