@@ -93,3 +93,16 @@ def test_describe_bad_input(tmp_path, tiny_llama_dir, capsys, argv, needle):
     code = main(["describe", str(tmp_path / "p"), *argv])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and needle in err
+
+
+def test_shipped_profile_for_smollm2(tmp_path):
+    from soft2hard.interpret.selection import find_profile
+
+    path = find_profile(tmp_path, "smollm2-135m")  # no user profile in tmp_path: the shipped one
+    profile = Profile.load(path)
+    assert profile.model == "smollm2-135m" and len(profile.pairs) >= 1 and profile.n_prompts >= 5
+    assert all(1 <= s <= 29 and 1 <= t <= 29 for s, t in profile.pairs)
+    profile.config()  # its settings form a valid InspectConfig
+    user = tmp_path / "profiles" / "smollm2-135m.json"
+    profile.save(user)
+    assert find_profile(tmp_path, "smollm2-135m") == user

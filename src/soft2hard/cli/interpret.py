@@ -79,9 +79,9 @@ def cmd_describe(args) -> None:
     from soft2hard.interpret.selection import (
         Profile,
         describe_label_free,
+        find_profile,
         oracle_rank,
         parse_pairs,
-        profile_path,
         score_texts,
     )
     from soft2hard.prompts import SoftPrompt
@@ -108,7 +108,7 @@ def cmd_describe(args) -> None:
         pairs = parse_pairs(args.pairs) if args.pairs else None
         descs = inspect_grid(lm, prompt.tensor.to(lm.device), cfg, pairs=pairs, progress=not args.json)
     else:
-        path = args.profile or profile_path(cache_dir(args), lm.name)
+        path = args.profile or find_profile(cache_dir(args), lm.name)
         descs = describe_label_free(lm, prompt.tensor.to(lm.device), Profile.load(path), k=1)
 
     if reference and args.oracle:

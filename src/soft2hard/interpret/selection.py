@@ -92,8 +92,24 @@ class Profile:
         return InspectConfig(**{**self.inspect, **overrides})
 
 
+SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "data" / "profiles"
+
+
+def _profile_name(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", model) + ".json"
+
+
 def profile_path(cache_dir: Path, model: str) -> Path:
-    return Path(cache_dir) / "profiles" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", model) + ".json")
+    """Where ``calibrate`` writes the user's profile for ``model``."""
+    return Path(cache_dir) / "profiles" / _profile_name(model)
+
+
+def find_profile(cache_dir: Path, model: str) -> Path:
+    """The user's calibrated profile if there is one, else the one shipped with soft2hard (built-in models;
+    see docs/INSPECT.md section B for how it was calibrated)."""
+    user = profile_path(cache_dir, model)
+    shipped = SHIPPED_PROFILES / _profile_name(model)
+    return user if user.exists() or not shipped.exists() else shipped
 
 
 def calibrate(lm: LanguageModel, items: Sequence[tuple[str, torch.Tensor, str, Sequence[str] | None]],
