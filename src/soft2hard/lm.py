@@ -179,12 +179,11 @@ class LanguageModel:
             target_start.append(offset + len(c))
         return self.embed(ids), mask.to(self.device), [t for _, t in rows], target_start
 
-    def target_logprobs(self, prompt: torch.Tensor | None, contexts: list[str], targets: list[str]
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed log-probability of each target given prompt + context, and its token count.
+    def target_logits(self, prompt: torch.Tensor | None, contexts: list[str], targets: list[str]
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits at the positions that predict each target token (LM head only there).
 
-        The LM head runs only at the positions that predict target tokens (the vocabulary projection is the
-        largest matmul for a small model). Differentiable wrt ``prompt``. Returns ((B,), (B,)).
+        Returns (logits (N, V), labels (N,), row (N,)) over all N target tokens of the batch, in order.
         """
         embeds, mask, tgt_ids, starts = self.build_batch(contexts, targets)
         hidden = self.forward_text(prompt, embeds, mask)[0].last_hidden_state  # (B, T, D)
@@ -200,10 +199,18 @@ class LanguageModel:
         dev = hidden.device
         rows_t = torch.tensor(rows, device=dev)
         picked = hidden[rows_t, torch.tensor(cols, device=dev)]  # (N, D)
-        logp = F.log_softmax(self.logits_from_hidden(picked), dim=-1)  # (N, V)
-        tok_lp = logp.gather(1, torch.tensor(labels, device=dev)[:, None]).squeeze(1)  # (N,)
-        total = torch.zeros(len(contexts), device=dev).index_add(0, rows_t, tok_lp)
-        counts = torch.zeros(len(contexts), device=dev).index_add(0, rows_t, torch.ones_like(tok_lp))
+        return self.logits_from_hidden(picked), torch.tensor(labels, device=dev), rows_t
+
+    def target_logprobs(self, prompt: torch.Tensor | None, contexts: list[str], targets: list[str]
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed log-probability of each target given prompt + context, and its token count.
+
+        Differentiable wrt ``prompt``. Returns ((B,), (B,)).
+        """
+        logits, labels, rows = self.target_logits(prompt, contexts, targets)
+        tok_lp = F.log_softmax(logits, dim=-1).gather(1, labels[:, None]).squeeze(1)  # (N,)
+        total = torch.zeros(len(contexts), device=logits.device).index_add(0, rows, tok_lp)
+        counts = torch.zeros(len(contexts), device=logits.device).index_add(0, rows, torch.ones_like(tok_lp))
         return total, counts
 
     @torch.no_grad()

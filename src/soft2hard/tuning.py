@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from soft2hard import atomic
+from soft2hard.distill import distill_loss, fidelity
 from soft2hard.errors import Soft2HardError
 from soft2hard.lm import LanguageModel
 from soft2hard.prompts import SoftPrompt
@@ -30,6 +31,7 @@ from soft2hard.tasks.base import Example, Task
 logger = logging.getLogger(__name__)
 
 INITS = ("vocab", "random", "text")
+OBJECTIVES = ("task", "distill")
 CHECKPOINT_DIR = "checkpoints"
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
@@ -52,6 +54,8 @@ class TuningConfig:
     max_test_examples: int = 200
     max_train_examples: int | None = None
     eval_batch_size: int = 16
+    objective: str = "task"  # task: cross-entropy on targets | distill: KL to the model given teacher_prompt
+    teacher_prompt: str | None = None  # the text that a distilled soft prompt replaces
 
     def __post_init__(self) -> None:
         checks = {"n_tokens": self.n_tokens, "steps": self.steps, "batch_size": self.batch_size,
@@ -63,6 +67,10 @@ class TuningConfig:
             raise Soft2HardError(f"lr must be a positive number, got {self.lr!r}")
         if self.init not in INITS:
             raise Soft2HardError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.objective not in OBJECTIVES:
+            raise Soft2HardError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.objective == "distill" and not (self.teacher_prompt or "").strip():
+            raise Soft2HardError("objective 'distill' needs a teacher prompt (--teacher-prompt TEXT or @FILE)")
         if self.init == "text" and not self.init_text:
             raise Soft2HardError("init 'text' needs init_text (e.g. --init-text 'Give the plural')")
 
@@ -199,7 +207,11 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         batch = batch_for_step(splits.train, step, cfg)
-        loss = batch_loss(lm, prompt, task, batch)
+        if cfg.objective == "distill":
+            loss = distill_loss(lm, prompt, cfg.teacher_prompt, task, batch,
+                                [training_target(task, ex.target) for ex in batch])
+        else:
+            loss = batch_loss(lm, prompt, task, batch)
         loss.backward()
         loss_value = loss.item()
         torch.nn.utils.clip_grad_norm_([prompt], cfg.grad_clip)
@@ -234,6 +246,12 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
         "losses": state["losses"], "validation": state["validation"],
         "metric": "accuracy" if task.kind == "classification" else "exact_match",
     }
+    if cfg.objective == "distill":
+        metrics["objective"] = "distill"
+        metrics["teacher_prompt"] = cfg.teacher_prompt
+        metrics["fidelity"] = fidelity(lm, best.to(lm.device), cfg.teacher_prompt, task, test, cfg.eval_batch_size)
+        metrics["fidelity_no_prompt"] = fidelity(lm, None, cfg.teacher_prompt, task, test, cfg.eval_batch_size)
+        meta["teacher_prompt"] = cfg.teacher_prompt
     final = SoftPrompt(best.cpu(), lm.name, {**meta, "step": state["best_step"], "test_score": test_score,
                                               "baseline_score": state["baseline_score"]})
     _write_final(out, final, lm)

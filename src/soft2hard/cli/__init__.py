@@ -30,6 +30,10 @@ def _add_tuning_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=50, help="validate and checkpoint every N steps")
     p.add_argument("--max-train-examples", type=int, default=None)
+    p.add_argument("--objective", default="task", choices=["task", "distill"],
+                   help="task: learn the task's targets | distill: match the model given --teacher-prompt")
+    p.add_argument("--teacher-prompt", default=None,
+                   help="text (or @FILE) that a distilled prompt replaces; --task supplies the inputs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +134,19 @@ def _tuning_config(args):
 
     return TuningConfig(n_tokens=args.tokens, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         init=args.init, init_text=args.init_text, seed=args.seed, eval_every=args.eval_every,
-                        max_train_examples=args.max_train_examples)
+                        max_train_examples=args.max_train_examples, objective=args.objective,
+                        teacher_prompt=_read_text_arg(args.teacher_prompt))
+
+
+def _read_text_arg(value: str | None) -> str | None:
+    """'@path' reads the text from a file."""
+    if value is None or not value.startswith("@"):
+        return value
+    path = Path(value[1:])
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise Soft2HardError(f"cannot read teacher prompt file {path}: {err.__class__.__name__}") from None
 
 
 def cmd_tune(args) -> None:
@@ -144,6 +160,10 @@ def cmd_tune(args) -> None:
     m = result.metrics
     print(f"{task.name}: {m['metric']} no prompt {m['baseline_score']:.3f} -> soft prompt {m['test_score']:.3f} "
           f"(test n={m['n_test']}, best step {m['best_step']}, {m['train_seconds']:.0f} s training)")
+    if "fidelity" in m:
+        f, f0 = m["fidelity"], m["fidelity_no_prompt"]
+        print(f"distillation fidelity (test): agreement with teacher {f0['agreement']:.3f} -> {f['agreement']:.3f}, "
+              f"mean KL {f0['mean_kl']:.3f} -> {f['mean_kl']:.3f} (no prompt -> soft prompt)")
     print(f"wrote {args.out}/adapter_model.safetensors (PEFT prompt-tuning adapter) and {args.out}/metrics.json")
 
 

@@ -1,0 +1,52 @@
+"""Context distillation: compress a text prompt into a soft prompt.
+
+Teacher: the frozen model given ``teacher_prompt`` before each input. Student: the same model given the soft
+prompt in its place. The loss is KL(teacher || student) over the next-token distributions at the answer
+positions, teacher-forced on the task's targets. Every distilled prompt comes with its exact ground-truth text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from soft2hard.lm import LanguageModel
+from soft2hard.scoring import GENERATION_STOP, normalize_answer
+from soft2hard.tasks.base import Example, Task
+
+
+def teacher_context(teacher_prompt: str, context: str) -> str:
+    return f"{teacher_prompt}\n{context}"
+
+
+def distill_loss(lm: LanguageModel, prompt: torch.Tensor | None, teacher_prompt: str, task: Task,
+                 batch: Sequence[Example], targets: Sequence[str] | None = None) -> torch.Tensor:
+    """Mean KL(teacher || student) per answer token. ``targets`` default to the task's training targets."""
+    contexts = [task.format_input(ex.input) for ex in batch]
+    targets = list(targets) if targets is not None else [task.format_target(ex.target) for ex in batch]
+    with torch.no_grad():
+        teacher, _, _ = lm.target_logits(None, [teacher_context(teacher_prompt, c) for c in contexts], targets)
+    student, _, _ = lm.target_logits(prompt, contexts, targets)
+    t_logp = F.log_softmax(teacher.float(), dim=-1)  # (N, V)
+    s_logp = F.log_softmax(student.float(), dim=-1)
+    return F.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
+
+
+@torch.no_grad()
+def fidelity(lm: LanguageModel, prompt: torch.Tensor | None, teacher_prompt: str, task: Task,
+             examples: Sequence[Example], batch_size: int = 16) -> dict[str, float]:
+    """Agreement of greedy outputs (teacher vs student) and mean per-token KL on ``examples``.
+
+    ``prompt=None`` gives the no-prompt baseline (the model without the instruction)."""
+    agree, kls = 0, []
+    for i in range(0, len(examples), batch_size):
+        chunk = list(examples[i:i + batch_size])
+        contexts = [task.format_input(ex.input) for ex in chunk]
+        longest = max(len(lm.encode(task.format_target(ex.target), special=False)) for ex in chunk) + 4
+        t_out = lm.generate(None, [teacher_context(teacher_prompt, c) for c in contexts], longest, GENERATION_STOP)
+        s_out = lm.generate(prompt, contexts, longest, GENERATION_STOP)
+        agree += sum(normalize_answer(a) == normalize_answer(b) for a, b in zip(t_out, s_out))
+        kls.append(float(distill_loss(lm, prompt, teacher_prompt, task, chunk)) * len(chunk))
+    return {"agreement": agree / len(examples), "mean_kl": sum(kls) / len(examples)}

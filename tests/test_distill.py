@@ -1,0 +1,90 @@
+"""Context distillation: the KL objective on hand-checkable cases, training, resume, CLI errors."""
+
+import pytest
+import torch
+
+import soft2hard.tuning as tuning
+from soft2hard.cli import main
+from soft2hard.distill import distill_loss, fidelity, teacher_context
+from soft2hard.errors import Soft2HardError
+from soft2hard.tasks.base import Example, Task
+from soft2hard.tuning import TuningConfig, tune
+
+WORDS = "apple banana cherry dog eagle frog grape house igloo jelly kite lemon mango nest olive piano".split()
+TEACHER = "Repeat the first letter of the word."
+
+
+@pytest.fixture
+def task():
+    return Task("t/first", "test", TEACHER, tuple(Example(w, w[0]) for w in WORDS))
+
+
+def test_identical_teacher_and_student_give_zero_loss(tiny_llama, task, monkeypatch):
+    # make the teacher's context equal to the student's: then the two distributions are the same
+    monkeypatch.setattr("soft2hard.distill.teacher_context", lambda t, c: c)
+    loss = distill_loss(tiny_llama, None, TEACHER, task, task.examples[:4])
+    assert abs(float(loss)) < 1e-6
+
+
+def test_kl_matches_a_hand_computation(tiny_llama, task):
+    batch = task.examples[:2]
+    prompt = torch.randn(3, tiny_llama.d_model)
+    loss = distill_loss(tiny_llama, prompt, TEACHER, task, batch)
+    ctx = [task.format_input(ex.input) for ex in batch]
+    tgt = [task.format_target(ex.target) for ex in batch]
+    t, _, _ = tiny_llama.target_logits(None, [teacher_context(TEACHER, c) for c in ctx], tgt)
+    s, _, _ = tiny_llama.target_logits(prompt, ctx, tgt)
+    p, q = t.softmax(-1), s.softmax(-1)
+    expected = (p * (p.log() - q.log())).sum(-1).mean()
+    assert torch.allclose(loss, expected, atol=1e-5) and float(loss) > 0
+
+
+def test_distillation_lowers_kl_and_resumes(tiny_llama, task, tmp_path, monkeypatch):
+    cfg = TuningConfig(n_tokens=4, steps=6, batch_size=4, lr=0.1, eval_every=2, max_eval_examples=4,
+                       max_test_examples=4, objective="distill", teacher_prompt=TEACHER)
+    full = tune(tiny_llama, task, cfg, tmp_path / "full", progress=False)
+    m = full.metrics
+    assert m["objective"] == "distill" and {"agreement", "mean_kl"} <= set(m["fidelity"])
+    assert full.prompt.metadata["teacher_prompt"] == TEACHER
+    real, calls = tuning.distill_loss, {"n": 0}
+
+    def crashing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(tuning, "distill_loss", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        tune(tiny_llama, task, cfg, tmp_path / "crash", progress=False)
+    monkeypatch.setattr(tuning, "distill_loss", real)
+    resumed = tune(tiny_llama, task, cfg, tmp_path / "crash", resume=True, progress=False)
+    assert torch.equal(full.prompt.tensor, resumed.prompt.tensor)
+
+
+def test_training_reduces_kl(tiny_llama, task, tmp_path):
+    cfg = TuningConfig(n_tokens=4, steps=25, batch_size=8, lr=0.3, eval_every=25, max_eval_examples=4,
+                       max_test_examples=6, objective="distill", teacher_prompt=TEACHER)
+    m = tune(tiny_llama, task, cfg, tmp_path / "run", progress=False).metrics
+    assert sum(m["losses"][-5:]) < sum(m["losses"][:5])
+    assert fidelity(tiny_llama, None, TEACHER, task, task.examples[:4])["mean_kl"] >= 0
+
+
+def test_distill_needs_teacher_prompt():
+    with pytest.raises(Soft2HardError, match="teacher prompt"):
+        TuningConfig(objective="distill")
+    with pytest.raises(Soft2HardError, match="objective"):
+        TuningConfig(objective="nope")
+
+
+def test_cli_teacher_prompt_file(tmp_path, tiny_llama_dir, capsys):
+    (tmp_path / "teacher.txt").write_text("Give the first letter.\n")
+    code = main(["tune", "--model", str(tiny_llama_dir), "--task", "gen/first_letter", "--objective", "distill",
+                 "--teacher-prompt", f"@{tmp_path / 'teacher.txt'}", "--tokens", "3", "--steps", "2",
+                 "--eval-every", "2", "--out", str(tmp_path / "run"), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "distillation fidelity" in out
+    code = main(["tune", "--task", "gen/first_letter", "--objective", "distill", "--teacher-prompt",
+                 f"@{tmp_path / 'missing.txt'}", "--out", str(tmp_path / "r2")])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing.txt" in err and not (tmp_path / "r2").exists()
