@@ -119,6 +119,15 @@ def batch_loss(lm: LanguageModel, prompt: torch.Tensor, task: Task, batch: list[
     return -total.sum() / count.sum()
 
 
+def validation_score(lm: LanguageModel, prompt: torch.Tensor, task: Task, val, cfg: TuningConfig) -> float:
+    """Higher is better: the task score, or for distillation minus the mean KL to the teacher."""
+    if cfg.objective != "distill":
+        return score(lm, prompt, task, val, cfg.eval_batch_size)
+    with torch.no_grad():
+        targets = [training_target(task, ex.target) for ex in val]
+        return -float(distill_loss(lm, prompt, cfg.teacher_prompt, task, list(val), targets))
+
+
 @dataclass
 class TuningResult:
     prompt: SoftPrompt
@@ -225,7 +234,7 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.3f}")
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            val_score = score(lm, prompt.detach(), task, val, cfg.eval_batch_size)
+            val_score = validation_score(lm, prompt.detach(), task, val, cfg)
             state["validation"].append({"step": step, "score": val_score, "loss": loss_value})
             if state["best_validation"] is None or val_score >= state["best_validation"]:
                 state["best_validation"], state["best_step"] = val_score, step
@@ -248,6 +257,7 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
     }
     if cfg.objective == "distill":
         metrics["objective"] = "distill"
+        metrics["validation_metric"] = "negative mean KL to the teacher"
         metrics["teacher_prompt"] = cfg.teacher_prompt
         metrics["fidelity"] = fidelity(lm, best.to(lm.device), cfg.teacher_prompt, task, test, cfg.eval_batch_size)
         metrics["fidelity_no_prompt"] = fidelity(lm, None, cfg.teacher_prompt, task, test, cfg.eval_batch_size)
