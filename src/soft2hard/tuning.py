@@ -238,7 +238,8 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
             state["validation"].append({"step": step, "score": val_score, "loss": loss_value})
             if state["best_validation"] is None or val_score >= state["best_validation"]:
                 state["best_validation"], state["best_step"] = val_score, step
-            bar.write(f"step {step}: loss {loss_value:.4f}  validation {val_score:.3f}")
+            line = f"step {step}: loss {loss_value:.4f}  validation {val_score:.3f}"
+            bar.write(line) if progress else logger.info(line)
             _save_checkpoint(out, step, prompt, opt, state, lm.name, meta)
     bar.close()
 
