@@ -218,26 +218,38 @@ class LanguageModel:
                  stop: tuple[str, ...] = ("\n",)) -> list[str]:
         """Greedy decoding with a KV cache; returns the text generated after each context, cut at ``stop``."""
         embeds, mask, _, _ = self.build_batch(contexts, None, left_pad=True)
-        B = embeds.shape[0]
         out, mask = self.forward_text(prompt, embeds, mask, use_cache=True, left_padded=True)
+        return self.greedy_continue(out, mask, max_new_tokens, stop)
+
+    @torch.no_grad()
+    def greedy_continue(self, out, mask: torch.Tensor, max_new_tokens: int, stop: tuple[str, ...]) -> list[str]:
+        """Greedy decoding from a prefilled forward output (its cache, full attention mask (B, T)).
+
+        Rows leave the batch when they emit EOS or a stop string. Returns texts cut before the first stop string.
+        """
+        B = mask.shape[0]
         cache = out.past_key_values
         next_tok = self.logits_from_hidden(out.last_hidden_state[:, -1]).argmax(-1)  # (B,)
-        generated = [[] for _ in range(B)]
-        done = [False] * B
+        generated: list[list[int]] = [[] for _ in range(B)]
+        alive = list(range(B))  # the original row of each cache row
         eos = self.tokenizer.eos_token_id
         for _ in range(max_new_tokens):
-            for b in range(B):
-                if not done[b]:
-                    tok = int(next_tok[b])
-                    if tok == eos:
-                        done[b] = True
-                    else:
-                        generated[b].append(tok)
-                        if any(s in self.decode(generated[b]) for s in stop):
-                            done[b] = True
-            if all(done):
+            keep = []
+            for j, row in enumerate(alive):
+                tok = int(next_tok[j])
+                if tok == eos:
+                    continue
+                generated[row].append(tok)
+                if not any(s in self.decode(generated[row]) for s in stop):
+                    keep.append(j)
+            if not keep:
                 break
-            mask = torch.cat([mask, torch.ones(B, 1, dtype=mask.dtype, device=mask.device)], dim=1)
+            if len(keep) < len(alive):
+                idx = torch.tensor(keep, device=mask.device)
+                cache.batch_select_indices(idx)
+                mask, next_tok = mask[idx], next_tok[idx]
+                alive = [alive[j] for j in keep]
+            mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype, device=mask.device)], dim=1)
             positions = mask.long().sum(-1, keepdim=True) - 1  # prompt + real tokens so far
             with self.autocast():
                 out = self.decoder(input_ids=next_tok[:, None], attention_mask=mask, position_ids=positions,

@@ -17,6 +17,7 @@ decoding uses the KV cache and drops finished rows.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
 from collections.abc import Sequence
@@ -170,8 +171,6 @@ def inspect_grid(lm: LanguageModel, prompt: torch.Tensor, cfg: InspectConfig | N
 
 
 def _copy_cache(cache, batch: int):
-    import copy
-
     new = copy.deepcopy(cache)
     new.batch_repeat_interleave(batch)
     return new
@@ -197,38 +196,4 @@ def _run_chunk(lm, cfg, states, names, prefix_cache, start, placeholders, chunk)
     with hooked(lm.model, hooks), lm.autocast():
         out = lm.decoder(input_ids=placeholders.expand(B, -1), attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True)
-    return _greedy(lm, out, mask, cfg.max_new_tokens)
-
-
-def _greedy(lm: LanguageModel, out, mask: torch.Tensor, max_new_tokens: int) -> list[str]:
-    """Greedy decoding from a prefilled cache; finished rows leave the batch."""
-    B = mask.shape[0]
-    cache = out.past_key_values
-    next_tok = lm.logits_from_hidden(out.last_hidden_state[:, -1]).argmax(-1)  # (B,)
-    generated: list[list[int]] = [[] for _ in range(B)]
-    alive = list(range(B))  # original row of each cache row
-    eos = lm.tokenizer.eos_token_id
-    for _ in range(max_new_tokens):
-        keep = []
-        for j, row in enumerate(alive):
-            tok = int(next_tok[j])
-            if tok == eos:
-                continue
-            generated[row].append(tok)
-            if not _stop(lm.decode(generated[row])):
-                keep.append(j)
-        if not keep:
-            break
-        if len(keep) < len(alive):
-            idx = torch.tensor(keep, device=mask.device)
-            cache.batch_select_indices(idx)
-            mask, next_tok = mask[idx], next_tok[idx]
-            alive = [alive[j] for j in keep]
-        mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype, device=mask.device)], dim=1)
-        positions = torch.full((len(alive), 1), mask.shape[1] - 1, device=mask.device)
-        with lm.autocast():
-            out = lm.decoder(input_ids=next_tok[:, None], attention_mask=mask, position_ids=positions,
-                             past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-        next_tok = lm.logits_from_hidden(out.last_hidden_state[:, -1]).argmax(-1)
-    return [_clean(lm.decode(g)) for g in generated]
+    return [text.strip() for text in lm.greedy_continue(out, mask, cfg.max_new_tokens, STOP_STRINGS)]
