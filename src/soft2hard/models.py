@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from soft2hard import atomic
 from soft2hard.errors import Soft2HardError
 from soft2hard.lm import LanguageModel
 
@@ -102,20 +101,6 @@ def resolve_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _atomic_save_dir(build: Callable[[Path], None], target: Path) -> None:
-    """Build a directory under a temporary name and rename it into place, so a crash leaves no half cache."""
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        build(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def dequantised_dir(name: str, cache_dir: Path) -> Path:
     return cache_dir / "models" / name
 
@@ -138,7 +123,8 @@ def _build_dequantised_cache(spec: BuiltinModel, cache_dir: Path) -> Path:
         del model.config.quantization_config
     model.config.name_or_path = spec.name
 
-    def build(tmp: Path) -> None:
+    target = dequantised_dir(spec.name, cache_dir)
+    with atomic.directory(target) as tmp:  # a crash leaves no half-written cache
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / CACHE_MARKER).write_text(json.dumps({
@@ -146,9 +132,6 @@ def _build_dequantised_cache(spec: BuiltinModel, cache_dir: Path) -> Path:
             "format_version": CACHE_FORMAT_VERSION,
         }, indent=2, sort_keys=True))
 
-    target = dequantised_dir(spec.name, cache_dir)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save_dir(build, target)
     logger.info("cached %s in %.1f s at %s", spec.name, time.time() - start, target)
     return target
 
