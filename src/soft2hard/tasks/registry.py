@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from soft2hard.errors import Soft2HardError
-from soft2hard.tasks import bigbench, generated
+from soft2hard.tasks import bigbench, categories, generated
 from soft2hard.tasks.base import Task
 from soft2hard.tasks.files import SUPPORTED_SUFFIXES, load_task_file
 
@@ -76,6 +76,8 @@ def get_task(name_or_path: str, cache_dir: Path | None = None) -> Task:
         if name not in names:
             raise _unknown(name, names, f"generated tasks are: {', '.join(names)}")
         return generated.load_generated(name)
+    if name.startswith(categories.PREFIX):
+        return categories.load_category_task(name)
     if name.startswith(bigbench.PREFIX):
         index = bigbench.ensure_bigbench(cache)
         names = [entry["name"] for entry in index["tasks"]]
@@ -98,5 +100,5 @@ def get_task(name_or_path: str, cache_dir: Path | None = None) -> Task:
     close += [bare[m] for m in difflib.get_close_matches(name, list(bare), n=3, cutoff=0.6) if bare[m] not in close]
     if close:
         raise Soft2HardError(f"unknown task {name!r}; did you mean {' or '.join(repr(c) for c in close[:3])}?")
-    raise Soft2HardError(f"unknown task {name!r}; use gen/<name>, bigbench/<task>[/<subtask>] or a path to a "
-                         ".jsonl/.csv file")
+    raise Soft2HardError(f"unknown task {name!r}; use gen/<name>, cat/<category>-<category>[-...], "
+                         "bigbench/<task>[/<subtask>] or a path to a .jsonl/.csv file")

@@ -1,0 +1,99 @@
+"""CLI: ``dod build``, ``dod pack``, ``dod show``."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from soft2hard.cli.common import Parser, cache_dir
+from soft2hard.errors import Soft2HardError
+
+
+def _int_list(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise Soft2HardError(f"expected comma-separated integers, got {value!r}") from None
+
+
+def add_parsers(sub) -> None:
+    dod = sub.add_parser("dod", help="build, pack and show a dataset of datasets (soft prompts + references)")
+    dsub = dod.add_subparsers(dest="dod_command", metavar="ACTION", parser_class=Parser)
+    b = dsub.add_parser("build", help="train soft prompts for many tasks (Ray fan-out; rerun to resume)")
+    b.add_argument("--out", type=Path, required=True, help="build folder (plan, runs, manifest.json)")
+    b.add_argument("--model", default="smollm2-135m", help="source model (built-in name, directory or HF id)")
+    b.add_argument("--kinds", default="general,classification", help="general and/or classification")
+    b.add_argument("--tasks", default=None, help="explicit comma-separated task names instead of the planned families")
+    b.add_argument("--seeds", default="0", help="seeds per training task, e.g. 0,1,2 (held-out tasks use the first)")
+    b.add_argument("--split-seed", type=int, default=0)
+    b.add_argument("--general-heldout", type=int, default=30, help="general tasks held out (whole groups)")
+    b.add_argument("--max-tasks", type=int, default=None, help="cap on general tasks (seeded sample)")
+    b.add_argument("--classification-train", type=int, default=60)
+    b.add_argument("--classification-heldout", type=int, default=30)
+    b.add_argument("--max-input-chars", type=int, default=400, help="drop longer examples (training cost)")
+    b.add_argument("--tokens", type=int, default=20)
+    b.add_argument("--steps", type=int, default=80)
+    b.add_argument("--eval-every", type=int, default=20, help="checkpoint (a DoD prompt) every N steps")
+    b.add_argument("--lr", type=float, default=3e-2)
+    b.add_argument("--amp", default="bfloat16", choices=["none", "bfloat16"])
+    b.add_argument("--workers", type=int, default=1, help="Ray workers (0: no Ray, in this process)")
+    b.add_argument("--address", default=None, help="existing Ray cluster address (default: start a local one)")
+    b.add_argument("--max-jobs", type=int, default=None, help="stop after N runs (rerun to continue)")
+    b.add_argument("--quiet", action="store_true")
+    p = dsub.add_parser("pack", help="pack a build into one fp16 bank file + manifest (small enough to commit)")
+    p.add_argument("dod", type=Path, help="build folder or manifest.json")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--best-only", action="store_true", help="keep only each run's best checkpoint")
+    s = dsub.add_parser("show", help="summary of a DoD: tasks per kind and split, prompts, reference sources")
+    s.add_argument("dod", type=Path)
+    s.add_argument("--json", action="store_true", help="print every task entry as JSON")
+
+
+def cmd_dod(args) -> None:
+    from soft2hard.dod.manifest import Manifest
+
+    if args.dod_command == "build":
+        from soft2hard.dod.build import BuildConfig, build
+
+        tuning = {"n_tokens": args.tokens, "steps": args.steps, "eval_every": args.eval_every, "lr": args.lr,
+                  "batch_size": 8, "max_eval_examples": 16, "max_test_examples": 40, "init": "vocab"}
+        cfg = BuildConfig(model=args.model, kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
+                          seeds=_int_list(args.seeds), split_seed=args.split_seed,
+                          general_heldout=args.general_heldout, general_max_tasks=args.max_tasks,
+                          classification_train=args.classification_train,
+                          classification_heldout=args.classification_heldout,
+                          max_input_chars=args.max_input_chars, amp=args.amp, tuning=tuning,
+                          tasks=tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None)
+        if args.workers < 0:
+            raise Soft2HardError("--workers must be >= 0")
+        manifest = build(args.out, cfg, cache_dir(args), workers=args.workers, address=args.address,
+                         progress=not args.quiet, max_jobs=args.max_jobs)
+        n = sum(len(t.prompts) for t in manifest.tasks)
+        print(f"{args.out}/manifest.json: {len(manifest.tasks)} tasks, {n} prompts")
+        return
+    if args.dod_command == "pack":
+        from soft2hard.dod.bank import pack
+
+        packed = pack(Manifest.load(args.dod), args.out, best_only=args.best_only)
+        size = (args.out / "prompts.safetensors").stat().st_size / 2**20
+        print(f"{args.out}: {len(packed.tasks)} tasks, {sum(len(t.prompts) for t in packed.tasks)} prompts, "
+              f"{size:.1f} MiB")
+        return
+    if args.dod_command == "show":
+        manifest = Manifest.load(args.dod)
+        if args.json:
+            print(json.dumps([t.to_dict() for t in manifest.tasks], indent=2))
+            return
+        counts = Counter((t.kind, t.split) for t in manifest.tasks)
+        print(f"{manifest.root}: model {manifest.model}, {len(manifest.tasks)} tasks, "
+              f"{sum(len(t.prompts) for t in manifest.tasks)} prompts")
+        for (kind, split), n in sorted(counts.items()):
+            print(f"  {kind:<15} {split:<8} {n:>4} tasks")
+        sources = Counter(t.reference_source for t in manifest.tasks)
+        print("  reference sources: " + ", ".join(f"{k} {v}" for k, v in sources.most_common()))
+        return
+    raise Soft2HardError("dod needs an action: build, pack or show")
+
+
+COMMANDS = {"dod": cmd_dod}

@@ -1,0 +1,109 @@
+"""CLI: ``translator train``, ``translator eval`` and ``translate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args
+from soft2hard.errors import Soft2HardError
+
+
+def add_parsers(sub) -> None:
+    tr = sub.add_parser("translator", help="train and evaluate the learned soft-to-hard translator")
+    tsub = tr.add_subparsers(dest="translator_command", metavar="ACTION", parser_class=Parser)
+    t = tsub.add_parser("train", help="fine-tune the source model with LoRA to turn soft prompts into text")
+    t.add_argument("--dod", type=Path, required=True, help="DoD build folder, bank or manifest.json")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--epochs", type=int, default=8)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lora-r", type=int, default=8)
+    t.add_argument("--prompts", default="all", choices=["all", "best"], help="which checkpoints of each run")
+    t.add_argument("--kinds", default=None, help="train only on these task kinds (e.g. general,classification)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--save-every", type=int, default=50)
+    t.add_argument("--amp", default="bfloat16", choices=["none", "bfloat16"])
+    t.add_argument("--device", default="auto")
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--quiet", action="store_true")
+
+    e = tsub.add_parser("eval", help="held-out comparison: projection, InSPEcT (label-free, oracle), translator")
+    e.add_argument("--dod", type=Path, required=True)
+    e.add_argument("--translator", type=Path, default=None, help="translator folder (default: the shipped one)")
+    e.add_argument("--out", type=Path, required=True, help="folder for rows.json, summary.json, results.md")
+    e.add_argument("--oracle-layers", default="1-29:4", help="layer grid searched by oracle InSPEcT")
+    e.add_argument("--max-tasks", type=int, default=None)
+    e.add_argument("--device", default="auto")
+
+    tl = sub.add_parser("translate", help="turn a soft prompt into a text prompt with the learned translator")
+    tl.add_argument("prompt", type=Path, help="PEFT adapter directory or .safetensors file")
+    add_model_args(tl)
+    tl.add_argument("--translator", type=Path, default=None, help="translator folder (default: the shipped one)")
+    tl.add_argument("--cue", default="instruction", choices=["instruction", "labels"],
+                    help="ask for the task instruction or for the label set")
+    tl.add_argument("--max-new-tokens", type=int, default=64)
+    tl.add_argument("--json", action="store_true")
+
+
+def _load_translator(args, lm):
+    from soft2hard.interpret.translator import load_translator, shipped_translator
+
+    return load_translator(lm, args.translator or shipped_translator(lm.name))
+
+
+def cmd_translate(args) -> None:
+    from soft2hard.prompts import SoftPrompt
+
+    prompt = SoftPrompt.load(args.prompt)
+    if prompt.model and args.model and prompt.model != args.model:
+        raise Soft2HardError(f"{args.prompt} was trained on {prompt.model!r}, but the translator reads prompts of "
+                             f"{args.model!r}; translate it with a translator for {prompt.model!r}")
+    lm = load_model_from_args(args)
+    lm.check_prompt(prompt.tensor)
+    translator = _load_translator(args, lm)
+    desc = translator.translate([prompt.tensor], cue=args.cue, max_new_tokens=args.max_new_tokens)[0]
+    if args.json:
+        print(json.dumps({"text": desc.text, "method": "translator", "cue": args.cue, "prompt": str(args.prompt),
+                          "model": lm.name}, indent=2))
+        return
+    print(desc.text)
+
+
+def cmd_translator(args) -> None:
+    from soft2hard.dod.manifest import Manifest
+    from soft2hard.models import load_model
+
+    if args.translator_command == "train":
+        from soft2hard.interpret.translator import TranslatorConfig, train_translator, training_examples
+
+        cfg = TranslatorConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, lora_r=args.lora_r,
+                               lora_alpha=2 * args.lora_r, seed=args.seed, save_every=args.save_every,
+                               prompts=args.prompts)
+        manifest = Manifest.load(args.dod)
+        if args.kinds:
+            kinds = {k.strip() for k in args.kinds.split(",")}
+            manifest.tasks = [t for t in manifest.tasks if t.kind in kinds]
+        examples = training_examples(manifest, cfg)
+        lm = load_model(manifest.model, device=args.device, cache_dir=cache_dir(args), amp=args.amp)
+        tr = train_translator(lm, examples, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+                              progress=not args.quiet,
+                              extra_meta={"dod": str(args.dod), "kinds": args.kinds or "all",
+                                          "train_tasks": len({ex.task for ex in examples})})
+        print(f"{args.out}: translator trained on {len(examples)} prompts of "
+              f"{tr.meta['train_tasks']} tasks in {tr.meta['train_seconds']:.0f} s (final loss {tr.meta['final_loss']:.3f})")
+        return
+    if args.translator_command == "eval":
+        from soft2hard.interpret.translator_eval import evaluate_translator, write_results
+
+        manifest = Manifest.load(args.dod)
+        rows, summary = evaluate_translator(manifest, args.translator, cache_dir(args), device=args.device,
+                                            oracle_layers=args.oracle_layers, max_tasks=args.max_tasks)
+        write_results(args.out, rows, summary)
+        print((args.out / "results.md").read_text())
+        return
+    raise Soft2HardError("translator needs an action: train or eval")
+
+
+COMMANDS = {"translator": cmd_translator, "translate": cmd_translate}

@@ -1,0 +1,274 @@
+"""``soft2hard dod build``: train soft prompts for many tasks, fanned out with Ray, resumable per task.
+
+Layout of a build folder:
+    plan.json                 the settings and the planned tasks (reference, labels, split); written once
+    runs/<task>/seed<k>/      one ordinary ``tune`` run each (checkpoints, PEFT adapter, metrics.json)
+    manifest.json             derived from plan + finished runs; rewritten (atomically) after every run
+A run counts as finished when its ``metrics.json`` exists (``tune`` writes it last). Rerunning the build skips
+finished runs and resumes unfinished ones from their newest checkpoint, so a kill loses at most the steps since
+that checkpoint. Workers are Ray actors that load the model once and tune one prompt at a time; ``--address``
+sends the same build to an existing Ray cluster, ``workers=0`` runs in this process without Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from soft2hard import atomic
+from soft2hard.dod import plan as planning
+from soft2hard.dod.manifest import MANIFEST_NAME, Manifest, PromptEntry, TaskEntry
+from soft2hard.errors import Soft2HardError
+from soft2hard.tuning import CHECKPOINT_DIR, TuningConfig
+
+logger = logging.getLogger(__name__)
+PLAN_NAME = "plan.json"
+
+
+@dataclass
+class BuildConfig:
+    model: str = "smollm2-135m"
+    kinds: tuple[str, ...] = ("general", "classification")
+    seeds: tuple[int, ...] = (0,)  # training tasks get one prompt per seed; held-out tasks one (the first seed)
+    split_seed: int = 0
+    general_heldout: int = 30
+    general_max_tasks: int | None = None
+    classification_train: int = 60
+    classification_heldout: int = 30
+    max_input_chars: int | None = 400
+    amp: str = "bfloat16"  # the DoD needs many prompts more than fp32-exact trajectories
+    tuning: dict = field(default_factory=lambda: {"n_tokens": 20, "steps": 80, "eval_every": 20, "lr": 3e-2,
+                                                  "batch_size": 8, "max_eval_examples": 16,
+                                                  "max_test_examples": 40, "init": "vocab"})
+    tasks: tuple[str, ...] | None = None  # explicit task names instead of the planned families (tests, users)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.kinds) - set(planning.KINDS)
+        if unknown or not self.kinds:
+            raise Soft2HardError(f"unknown DoD kind(s) {sorted(unknown)}; choose from {', '.join(planning.KINDS)}")
+        if not self.seeds:
+            raise Soft2HardError("at least one seed is needed")
+        self.kinds, self.seeds = tuple(self.kinds), tuple(self.seeds)
+        self.tasks = tuple(self.tasks) if self.tasks else None
+        TuningConfig(**self.tuning)  # validates the tuning settings now, not inside a worker
+
+    def tuning_config(self, seed: int) -> TuningConfig:
+        return TuningConfig(**{**self.tuning, "seed": seed})
+
+
+def run_dir(out: Path, task: str, seed: int) -> Path:
+    return Path(out) / "runs" / task.replace("/", "__") / f"seed{seed}"
+
+
+def make_plan(cfg: BuildConfig, cache_dir: Path) -> list[planning.PlannedTask]:
+    planned: list[planning.PlannedTask] = []
+    if cfg.tasks:
+        planned = planning.plan_explicit(list(cfg.tasks), cache_dir, cfg.split_seed, cfg.general_heldout)
+    else:
+        if "general" in cfg.kinds:
+            planned += planning.plan_general(cache_dir, cfg.split_seed, cfg.general_heldout, cfg.general_max_tasks,
+                                             max_input_chars=cfg.max_input_chars)
+        if "classification" in cfg.kinds:
+            planned += planning.plan_classification(cfg.split_seed, cfg.classification_train,
+                                                    cfg.classification_heldout)
+    planned = planning.drop_leaking_train_tasks(planned)
+    leaks = planning.heldout_label_leaks(planned)
+    assert not leaks, f"held-out labels leak into training: {leaks}"
+    return planned
+
+
+def load_or_create_plan(out: Path, cfg: BuildConfig, cache_dir: Path) -> list[planning.PlannedTask]:
+    path = Path(out) / PLAN_NAME
+    settings = asdict(cfg)
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            old, tasks = stored["settings"], stored["tasks"]
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+            raise Soft2HardError(f"{path}: unreadable build plan ({err}); remove it to plan again") from None
+        changed = sorted(k for k in settings if old.get(k) != settings[k])
+        if changed:
+            raise Soft2HardError(f"{out} was built with other settings ({', '.join(changed)}); use the same "
+                                 "settings to resume, or a new --out")
+        return [planning.PlannedTask(**{**t, "labels": tuple(t["labels"]) if t["labels"] else None}) for t in tasks]
+    planned = make_plan(cfg, cache_dir)
+    atomic.write_json(path, {"settings": settings, "tasks": [t.to_dict() for t in planned]})
+    return planned
+
+
+def jobs_for(planned: list[planning.PlannedTask], cfg: BuildConfig) -> list[tuple[planning.PlannedTask, int]]:
+    return [(t, seed) for t in planned for seed in (cfg.seeds if t.split == "train" else cfg.seeds[:1])]
+
+
+def job_order(jobs: list[tuple[planning.PlannedTask, int]]) -> list[tuple[planning.PlannedTask, int]]:
+    """Held-out runs first (evaluation needs them all), then training runs alternating between kinds, so that
+    a build stopped early is still a balanced DoD."""
+    by_kind: dict[str, list] = {}
+    for job in jobs:
+        if job[0].split == "train":
+            by_kind.setdefault(job[0].kind, []).append(job)
+    queues = list(by_kind.values())
+    interleaved = [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+    return [j for j in jobs if j[0].split != "train"] + interleaved
+
+
+def is_finished(out: Path, task: str, seed: int) -> bool:
+    return (run_dir(out, task, seed) / "metrics.json").is_file()
+
+
+def _task_entry(out: Path, t: planning.PlannedTask, seeds: list[int]) -> TaskEntry | None:
+    prompts, tests, baselines, metric = [], [], [], None
+    for seed in seeds:
+        rd = run_dir(out, t.name, seed)
+        metrics = json.loads((rd / "metrics.json").read_text(encoding="utf-8"))
+        tests.append(metrics["test_score"])
+        baselines.append(metrics["baseline_score"])
+        metric = metrics.get("metric")
+        for v in metrics["validation"]:
+            ckpt = rd / CHECKPOINT_DIR / f"step_{v['step']:06d}" / "prompt"
+            if ckpt.is_dir():
+                prompts.append(PromptEntry(id=f"{t.name}@seed{seed}/step{v['step']}",
+                                           file=str(ckpt.relative_to(out)), seed=seed, step=v["step"],
+                                           validation_score=v["score"], best=v["step"] == metrics["best_step"]))
+    if not prompts:
+        return None
+    return TaskEntry(name=t.name, kind=t.kind, group=t.group, split=t.split, reference=t.reference,
+                     reference_source=t.reference_source, labels=t.labels, prompts=tuple(prompts),
+                     test_score=sum(tests) / len(tests), baseline_score=sum(baselines) / len(baselines), metric=metric)
+
+
+def write_manifest(out: Path, cfg: BuildConfig, planned: list[planning.PlannedTask]) -> Manifest:
+    """Derive manifest.json from the plan and the finished runs (atomic)."""
+    entries = []
+    for t in planned:
+        seeds = [s for _, s in jobs_for([t], cfg) if is_finished(out, t.name, s)]
+        entry = _task_entry(out, t, seeds) if seeds else None
+        if entry is not None:
+            entries.append(entry)
+    settings = {**json.loads(json.dumps(asdict(cfg))), "planned_tasks": len(planned)}
+    manifest = Manifest(root=Path(out), model=cfg.model, tasks=entries, settings=settings)
+    atomic.write_json(Path(out) / MANIFEST_NAME, manifest.to_dict())
+    return manifest
+
+
+class _Runner:
+    """Tunes one DoD prompt at a time with a model loaded once (used in-process and as a Ray actor)."""
+
+    def __init__(self, model: str, cache_dir: str, amp: str, threads: int | None) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, self.cache_dir, self.amp = model, Path(cache_dir), amp
+        self.lm = None
+
+    def run(self, task_name: str, seed: int, out: str, cfg_dict: dict, max_input_chars: int | None) -> str:
+        from soft2hard.models import load_model
+        from soft2hard.tasks import get_task
+        from soft2hard.tuning import tune
+
+        if self.lm is None:
+            self.lm = load_model(self.model, device="auto", cache_dir=self.cache_dir, amp=self.amp)
+        task = planning.restrict_inputs(get_task(task_name, self.cache_dir), max_input_chars)
+        tune(self.lm, task, TuningConfig(**{**cfg_dict, "seed": seed}), Path(out), resume=True, progress=False)
+        return task_name
+
+
+def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, address: str | None = None,
+          progress: bool = True, max_jobs: int | None = None) -> Manifest:
+    """Plan (or reload the plan), run every unfinished (task, seed) job, keep manifest.json current.
+
+    Args:
+        workers: Ray actors tuning in parallel (0: in this process, no Ray).
+        address: an existing Ray cluster (``ray://host:port`` or ``auto``); default starts a local one.
+        max_jobs: stop after this many jobs (for timing and for tests of resumption).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.remove_stale(out)
+    planned = load_or_create_plan(out, cfg, cache_dir)
+    pending = [(t, s) for t, s in job_order(jobs_for(planned, cfg)) if not is_finished(out, t.name, s)]
+    total = len(jobs_for(planned, cfg))
+    if max_jobs is not None:
+        pending = pending[:max_jobs]
+    logger.info("DoD %s: %d tasks planned, %d runs, %d to do", out, len(planned), total, len(pending))
+    bar = tqdm(total=total, initial=total - len(pending) if max_jobs is None else 0, desc="dod build",
+               unit="prompt", disable=not progress, dynamic_ncols=True)
+    failures: list[str] = []
+    t0 = time.time()
+
+    def finished(name: str, error: str | None = None) -> None:
+        if error:
+            failures.append(f"{name}: {error}")
+            bar.write(f"failed: {name}: {error}") if progress else logger.warning("failed: %s: %s", name, error)
+        write_manifest(out, cfg, planned)
+        bar.update(1)
+        bar.set_postfix_str(name[-40:])
+
+    args = [(t.name, s, str(run_dir(out, t.name, s)), cfg.tuning_config(s).__dict__, cfg.max_input_chars)
+            for t, s in pending]
+    if workers == 0:
+        runner = _Runner(cfg.model, str(cache_dir), cfg.amp, None)
+        for a in args:
+            try:
+                finished(runner.run(*a))
+            except Soft2HardError as err:
+                finished(a[0], str(err))
+    else:
+        _run_with_ray(args, cfg, cache_dir, workers, address, finished)
+    bar.close()
+    manifest = write_manifest(out, cfg, planned)
+    logger.info("built %d runs in %.0f s", len(pending) - len(failures), time.time() - t0)
+    if failures:
+        raise Soft2HardError(f"{len(failures)} DoD run(s) failed (rerun to retry); first: {failures[0]}")
+    return manifest
+
+
+def _run_with_ray(args: list[tuple], cfg: BuildConfig, cache_dir: Path, workers: int, address: str | None,
+                  finished) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise Soft2HardError("Ray is not installed: pip install 'ray>=2.9' (or use --workers 0)") from None
+    if workers < 1:
+        raise Soft2HardError("--workers must be >= 0")
+    started_here = not ray.is_initialized()
+    if started_here:
+        init = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
+        if address:
+            ray.init(address=address, **init)
+        else:
+            ray.init(num_cpus=max(workers, os.cpu_count() or 1), **init)
+    threads = max(1, (os.cpu_count() or 1) // workers) if not address else None
+    actor = ray.remote(num_cpus=1)(_Runner)
+    pool = [actor.remote(cfg.model, str(cache_dir), cfg.amp, threads) for _ in range(min(workers, len(args)))]
+    queue = list(args)
+    running: dict = {}
+    try:
+        for runner in pool:
+            if queue:
+                a = queue.pop(0)
+                running[runner.run.remote(*a)] = (runner, a)
+        while running:
+            done, _ = ray.wait(list(running), num_returns=1)
+            runner, a = running.pop(done[0])
+            try:
+                finished(ray.get(done[0]))
+            except ray.exceptions.RayTaskError as err:
+                cause = err.cause if isinstance(getattr(err, "cause", None), Exception) else err
+                finished(a[0], str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
+            if queue:
+                a = queue.pop(0)
+                running[runner.run.remote(*a)] = (runner, a)
+    finally:
+        for runner in pool:
+            ray.kill(runner)
+        if started_here:
+            ray.shutdown()

@@ -1,0 +1,190 @@
+"""The DoD manifest: tasks, references, label sets, splits and the soft prompts trained for each.
+
+``manifest.json`` (format ``soft2hard-dod`` version 1):
+    {"format": "soft2hard-dod", "version": 1, "model": "smollm2-135m", "settings": {...},
+     "tasks": [{"name", "kind", "group", "split", "reference", "reference_source", "labels",
+                "test_score", "baseline_score", "metric",
+                "prompts": [{"id", "file", "key"?, "seed", "step", "validation_score", "best"}]}]}
+``file`` is relative to the manifest's folder: a PEFT adapter directory, a ``.safetensors`` file, or (with
+``key``) one tensor of a multi-tensor bank file. Paths may not leave the folder. Loading validates everything
+and turns any problem into a one-line :class:`Soft2HardError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from soft2hard.errors import Soft2HardError
+from soft2hard.prompts import SoftPrompt, _read_safetensors
+
+FORMAT, VERSION = "soft2hard-dod", 1
+MANIFEST_NAME = "manifest.json"
+SPLITS = ("train", "heldout")
+TASK_KINDS = ("general", "classification", "distilled")
+
+
+@dataclass(frozen=True)
+class PromptEntry:
+    id: str
+    file: str
+    seed: int
+    step: int
+    validation_score: float | None
+    best: bool
+    key: str | None = None
+
+    def to_dict(self) -> dict:
+        d = {"id": self.id, "file": self.file, "seed": self.seed, "step": self.step,
+             "validation_score": self.validation_score, "best": self.best}
+        if self.key is not None:
+            d["key"] = self.key
+        return d
+
+
+@dataclass(frozen=True)
+class TaskEntry:
+    name: str
+    kind: str
+    group: str
+    split: str
+    reference: str
+    reference_source: str
+    labels: tuple[str, ...] | None
+    prompts: tuple[PromptEntry, ...]
+    test_score: float | None = None
+    baseline_score: float | None = None
+    metric: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "group": self.group, "split": self.split,
+                "reference": self.reference, "reference_source": self.reference_source,
+                "labels": list(self.labels) if self.labels else None, "test_score": self.test_score,
+                "baseline_score": self.baseline_score, "metric": self.metric,
+                "prompts": [p.to_dict() for p in self.prompts]}
+
+
+def _field(obj: dict, key: str, types, where: str, optional: bool = False):
+    if key not in obj or obj[key] is None:
+        if optional:
+            return None
+        raise Soft2HardError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise Soft2HardError(f"{where}: field {key!r} has the wrong type (bool)")
+    if not isinstance(value, types):
+        raise Soft2HardError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _relative_path(value: str, where: str) -> str:
+    p = Path(value)
+    if not value or p.is_absolute() or ".." in p.parts or "\x00" in value:
+        raise Soft2HardError(f"{where}: file {value!r} must be a relative path inside the DoD folder")
+    return value
+
+
+def _parse_prompt(obj, where: str) -> PromptEntry:
+    if not isinstance(obj, dict):
+        raise Soft2HardError(f"{where}: a prompt entry must be a JSON object")
+    score = _field(obj, "validation_score", (int, float), where, optional=True)
+    return PromptEntry(id=_field(obj, "id", str, where), file=_relative_path(_field(obj, "file", str, where), where),
+                       seed=_field(obj, "seed", int, where), step=_field(obj, "step", int, where),
+                       validation_score=None if score is None else float(score),
+                       best=bool(_field(obj, "best", bool, where, optional=True)),
+                       key=_field(obj, "key", str, where, optional=True))
+
+
+def _parse_task(obj, where: str) -> TaskEntry:
+    if not isinstance(obj, dict):
+        raise Soft2HardError(f"{where}: a task entry must be a JSON object")
+    name = _field(obj, "name", str, where)
+    where = f"{where} ({name})"
+    kind, split = _field(obj, "kind", str, where), _field(obj, "split", str, where)
+    if kind not in TASK_KINDS:
+        raise Soft2HardError(f"{where}: kind {kind!r} is not one of {', '.join(TASK_KINDS)}")
+    if split not in SPLITS:
+        raise Soft2HardError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
+    labels = _field(obj, "labels", list, where, optional=True)
+    if labels is not None and not all(isinstance(x, str) for x in labels):
+        raise Soft2HardError(f"{where}: labels must be a list of strings")
+    prompts = _field(obj, "prompts", list, where)
+    scores = {k: _field(obj, k, (int, float), where, optional=True) for k in ("test_score", "baseline_score")}
+    return TaskEntry(name=name, kind=kind, group=_field(obj, "group", str, where), split=split,
+                     reference=_field(obj, "reference", str, where),
+                     reference_source=_field(obj, "reference_source", str, where),
+                     labels=tuple(labels) if labels else None,
+                     prompts=tuple(_parse_prompt(p, f"{where} prompt {i}") for i, p in enumerate(prompts)),
+                     metric=_field(obj, "metric", str, where, optional=True), **scores)
+
+
+@dataclass
+class Manifest:
+    root: Path  # the folder that holds manifest.json; prompt files are relative to it
+    model: str
+    tasks: list[TaskEntry]
+    settings: dict
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        path = Path(path)
+        file = path / MANIFEST_NAME if path.is_dir() else path
+        if not file.is_file():
+            raise Soft2HardError(f"{file}: no DoD manifest here (build one with 'soft2hard dod build')")
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise Soft2HardError(f"{file}: invalid JSON ({err})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise Soft2HardError(f"{file}: not a soft2hard DoD manifest (format must be {FORMAT!r})")
+        if data.get("version") != VERSION:
+            raise Soft2HardError(f"{file}: manifest version {data.get('version')!r} is not supported (need {VERSION})")
+        where = str(file)
+        tasks = [_parse_task(t, f"{where} task {i}") for i, t in enumerate(_field(data, "tasks", list, where))]
+        names = [t.name for t in tasks]
+        if len(set(names)) != len(names):
+            raise Soft2HardError(f"{file}: task names repeat")
+        settings = _field(data, "settings", dict, where, optional=True) or {}
+        return cls(root=file.parent, model=_field(data, "model", str, where), tasks=tasks, settings=settings)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "model": self.model, "settings": self.settings,
+                "tasks": [t.to_dict() for t in self.tasks]}
+
+    def split(self, split: str, kind: str | None = None) -> list[TaskEntry]:
+        return [t for t in self.tasks if t.split == split and (kind is None or t.kind == kind)]
+
+    def resolve(self, entry: PromptEntry) -> Path:
+        """The prompt's file, checked to lie inside the DoD folder (symlinks resolved)."""
+        root = self.root.resolve()
+        target = (self.root / entry.file).resolve()
+        if root != target and root not in target.parents:
+            raise Soft2HardError(f"{self.root / MANIFEST_NAME}: prompt {entry.id!r} points outside the DoD folder")
+        if not target.exists():
+            raise Soft2HardError(f"{self.root / MANIFEST_NAME}: prompt {entry.id!r}: file {entry.file} is missing")
+        return target
+
+    def load_prompt(self, entry: PromptEntry, _bank_cache: dict | None = None) -> torch.Tensor:
+        """The ``[n, d]`` float32 tensor of one prompt entry."""
+        path = self.resolve(entry)
+        if entry.key is None:
+            return SoftPrompt.load(path).tensor
+        cache = _bank_cache if _bank_cache is not None else {}
+        if path not in cache:
+            cache[path] = _read_safetensors(path)
+        if entry.key not in cache[path]:
+            raise Soft2HardError(f"{path}: no tensor {entry.key!r} (prompt {entry.id!r})")
+        tensor = cache[path][entry.key].float()
+        if tensor.ndim != 2 or not torch.isfinite(tensor).all():
+            raise Soft2HardError(f"{path}: tensor {entry.key!r} is not a finite [n, d] soft prompt")
+        return tensor
+
+    def iter_prompts(self, tasks: list[TaskEntry] | None = None):
+        """(task, entry, tensor) for every prompt of ``tasks`` (default: all), reading each bank file once."""
+        cache: dict = {}
+        for task in self.tasks if tasks is None else tasks:
+            for entry in task.prompts:
+                yield task, entry, self.load_prompt(entry, cache)

@@ -1,0 +1,173 @@
+"""Which tasks go into a dataset of datasets, with what reference, in which split.
+
+Two kinds (METHODS.md §4):
+  general         BIG-bench tasks (one subtask per parent; every Natural-Instructions subtask) and the
+                  generated ``gen/*`` tasks; the reference is the task's instruction/description.
+  classification  word-category tasks (``cat/...``) whose reference is the label set. The 48 categories are
+                  split first: held-out label sets are drawn only from held-out categories, so no held-out label
+                  ever appears in a training task.
+The split is by *group* (a BIG-bench parent task, a Natural-Instructions source dataset, a category set), so
+near-identical subtasks never straddle train and held-out. Everything is seeded.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from soft2hard.dod.references import label_reference, reference_for
+from soft2hard.errors import Soft2HardError
+from soft2hard.tasks import bigbench, categories, generated
+from soft2hard.tasks.base import Task
+
+KINDS = ("general", "classification")
+# parents whose subtasks are near-copies of one another in other languages/domains: keep the English one
+PREFERRED_SUBTASK = {"multiemo": "bigbench/multiemo/all_sentence_en"}
+# big families of templated subtasks whose descriptions only name the template: not useful references
+SKIPPED_PARENTS = {"mult_data_wrangling", "list_functions", "bbq_lite_json"}
+
+
+@dataclass(frozen=True)
+class PlannedTask:
+    name: str  # registry name (gen/..., cat/..., bigbench/...)
+    kind: str  # general | classification
+    group: str  # the unit of the train/held-out split
+    split: str  # train | heldout
+    reference: str
+    reference_source: str
+    labels: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["labels"] = list(self.labels) if self.labels else None
+        return d
+
+
+def restrict_inputs(task: Task, max_input_chars: int | None) -> Task:
+    """The task with only its examples whose input fits ``max_input_chars`` (training cost grows with input
+    length; the DoD needs many cheap prompts more than a few expensive ones)."""
+    if not max_input_chars:
+        return task
+    kept = tuple(ex for ex in task.examples if len(ex.input) <= max_input_chars)
+    if len(kept) == len(task.examples):
+        return task
+    return replace(task, examples=kept or task.examples[:1], metadata={**task.metadata, "max_input_chars": max_input_chars})
+
+
+def _group_of(name: str) -> str:
+    parts = name.split("/")
+    if parts[0] != "bigbench":
+        return name
+    if parts[1] == "natural_instructions" and len(parts) > 2:
+        m = re.match(r"subtask\d+_([a-z0-9]+)", parts[2])  # the source dataset, e.g. quoref, mctaco
+        return f"natural_instructions/{m.group(1) if m else parts[2]}"
+    return parts[1]
+
+
+def general_candidates(cache_dir: Path, seed: int, min_examples: int, max_input_chars: int | None) -> list[Task]:
+    """Generated tasks plus one usable subtask per BIG-bench parent (every Natural-Instructions subtask)."""
+    tasks = [generated.load_generated(name) for name in generated.generated_names()]
+    by_parent: dict[str, list[dict]] = {}
+    for entry in bigbench.list_bigbench(cache_dir):
+        parent = entry["name"].split("/")[1]
+        if parent not in SKIPPED_PARENTS and entry["n_examples"] >= min_examples:
+            by_parent.setdefault(parent, []).append(entry)
+    rng = random.Random(f"dod-general:{seed}")
+    for parent, entries in sorted(by_parent.items()):
+        names = sorted(e["name"] for e in entries)
+        if parent == "natural_instructions":
+            choices = names
+        elif PREFERRED_SUBTASK.get(parent) in names:
+            choices = [PREFERRED_SUBTASK[parent]]
+        else:
+            choices = rng.sample(names, len(names))  # try subtasks in a seeded order, keep the first usable
+        for name in choices:
+            task = restrict_inputs(bigbench.load_bigbench(name, cache_dir), max_input_chars)
+            if len(task.examples) >= min_examples:
+                tasks.append(task)
+                if parent != "natural_instructions":
+                    break
+    return tasks
+
+
+def split_groups(tasks: list[PlannedTask], heldout: int, seed: int, kind: str) -> list[PlannedTask]:
+    """Assign whole groups to held-out (seeded order) until at least ``heldout`` tasks are held out."""
+    groups = sorted({t.group for t in tasks})
+    random.Random(f"dod-split:{kind}:{seed}").shuffle(groups)
+    chosen: set[str] = set()
+    count = 0
+    for g in groups:
+        if count >= heldout:
+            break
+        chosen.add(g)
+        count += sum(t.group == g for t in tasks)
+    return [replace(t, split="heldout" if t.group in chosen else "train") for t in tasks]
+
+
+def plan_general(cache_dir: Path, seed: int = 0, heldout: int = 30, max_tasks: int | None = None,
+                 min_examples: int = 40, max_input_chars: int | None = 400) -> list[PlannedTask]:
+    tasks = general_candidates(cache_dir, seed, min_examples, max_input_chars)
+    if max_tasks is not None and len(tasks) > max_tasks:
+        tasks = random.Random(f"dod-general-cap:{seed}").sample(tasks, max_tasks)
+    planned = []
+    for task in sorted(tasks, key=lambda t: t.name):
+        reference, source = reference_for(task)
+        if reference:
+            planned.append(PlannedTask(task.name, "general", _group_of(task.name), "train", reference, source,
+                                       task.labels))
+    if len(planned) <= heldout:
+        raise Soft2HardError(f"only {len(planned)} general tasks are usable; ask for fewer than {heldout} held out")
+    return split_groups(planned, heldout, seed, "general")
+
+
+def plan_classification(seed: int = 0, train: int = 60, heldout: int = 30,
+                        heldout_categories: int = 16) -> list[PlannedTask]:
+    names = list(categories.categories())
+    if not 2 <= heldout_categories <= len(names) - 2:
+        raise Soft2HardError(f"heldout_categories must be between 2 and {len(names) - 2}")
+    rng = random.Random(f"dod-classification:{seed}")
+    held_pool = sorted(rng.sample(names, heldout_categories))
+    train_pool = [c for c in names if c not in held_pool]
+    taken: set[frozenset[str]] = set()
+    out = []
+    for split, pool, count in (("train", train_pool, train), ("heldout", held_pool, heldout)):
+        for labels in categories.sample_label_sets(pool, count, rng, taken=taken):
+            name = categories.category_task_name(labels)
+            out.append(PlannedTask(name, "classification", name, split, label_reference(labels), "labels", labels))
+    return out
+
+
+def heldout_label_leaks(planned: list[PlannedTask]) -> list[str]:
+    """Held-out classification labels that also label some training task (must be empty)."""
+    seen = {label.lower() for t in planned if t.split == "train" and t.labels for label in t.labels}
+    return sorted({label for t in planned if t.split == "heldout" and t.kind == "classification"
+                   for label in (t.labels or ()) if label.lower() in seen})
+
+
+def drop_leaking_train_tasks(planned: list[PlannedTask]) -> list[PlannedTask]:
+    """Remove training tasks whose labels name a held-out classification label (e.g. gen/fruit_or_animal
+    when 'fruit' is a held-out category)."""
+    held = {label.lower() for t in planned if t.split == "heldout" and t.kind == "classification"
+            for label in (t.labels or ())}
+    return [t for t in planned if not (t.split == "train" and t.labels and held & {x.lower() for x in t.labels})]
+
+
+def plan_explicit(names: list[str], cache_dir: Path, seed: int = 0, heldout: int = 1) -> list[PlannedTask]:
+    """A DoD over the named tasks: ``cat/...`` tasks are classification (reference = labels), others general."""
+    from soft2hard.tasks import get_task
+
+    planned = []
+    for name in names:
+        task = get_task(name, cache_dir)
+        if name.startswith(categories.PREFIX):
+            planned.append(PlannedTask(task.name, "classification", task.name, "train", label_reference(task.labels),
+                                       "labels", task.labels))
+        else:
+            reference, source = reference_for(task)
+            planned.append(PlannedTask(task.name, "general", _group_of(task.name), "train", reference, source,
+                                       task.labels))
+    if len({t.group for t in planned}) <= heldout:
+        raise Soft2HardError(f"{len(planned)} tasks cannot leave {heldout} held out and some for training")
+    return split_groups(planned, heldout, seed, "explicit")

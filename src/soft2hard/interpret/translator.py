@@ -1,0 +1,335 @@
+"""The learned soft-to-hard translator (Kongsomjit et al. 2026; METHODS.md §4).
+
+The translator is the source model itself with LoRA adapters (PEFT). A soft prompt's vectors are its input
+prefix, followed by a short cue ("Instruction:" for a general task, "Labels:" for a classifier); it is trained
+with next-token cross-entropy to emit the task's reference text and EOS, and decodes greedily.
+
+Rows carry different soft prompts, so there is no shared prefix cache here: each row is
+``[prompt_i][cue][reference]`` embedded and right-padded, and the LM head runs only at the reference positions.
+Training follows tuning.py: batches are a function of (seed, step), checkpoints hold the LoRA weights and
+AdamW moments, and a resumed run is identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from soft2hard import atomic
+from soft2hard.errors import Soft2HardError
+from soft2hard.interpret.base import Description
+from soft2hard.lm import LanguageModel
+
+logger = logging.getLogger(__name__)
+
+CUES = {"instruction": "\nInstruction:", "labels": "\nLabels:"}
+KIND_CUE = {"general": "instruction", "distilled": "instruction", "classification": "labels"}
+TRANSLATOR_META = "translator.json"
+SHIPPED_TRANSLATORS = Path(__file__).resolve().parents[1] / "data" / "translators"
+
+
+@dataclass
+class TranslatorConfig:
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    epochs: int = 8
+    batch_size: int = 8
+    warmup_steps: int = 20
+    max_target_tokens: int = 64
+    save_every: int = 50
+    seed: int = 0
+    prompts: str = "all"  # all: every checkpoint of every run | best: each run's best checkpoint
+
+    def __post_init__(self) -> None:
+        for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "save_every", "max_target_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise Soft2HardError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise Soft2HardError(f"lr must be a positive number, got {self.lr!r}")
+        if self.prompts not in ("all", "best"):
+            raise Soft2HardError(f"prompts must be 'all' or 'best', got {self.prompts!r}")
+        self.target_modules = tuple(self.target_modules)
+
+
+@dataclass(frozen=True)
+class TranslationExample:
+    prompt: torch.Tensor  # (n, D)
+    cue: str  # a key of CUES
+    reference: str
+    task: str
+
+
+def training_examples(manifest, cfg: TranslatorConfig, split: str = "train") -> list[TranslationExample]:
+    """Every (prompt, cue, reference) of the manifest's ``split`` tasks (``cfg.prompts`` picks checkpoints)."""
+    tasks = manifest.split(split)
+    out = []
+    for task, entry, tensor in manifest.iter_prompts(tasks):
+        if cfg.prompts == "best" and not entry.best:
+            continue
+        out.append(TranslationExample(tensor, KIND_CUE[task.kind], task.reference, task.name))
+    if not out:
+        raise Soft2HardError(f"{manifest.root}: no {split} prompts to train a translator on")
+    return out
+
+
+def _rows(lm: LanguageModel, prompts: list[torch.Tensor], cues: list[str], targets: list[list[int]] | None,
+          left_pad: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Embed ``[prompt][cue][target]`` rows; returns (embeds (B,T,D), mask (B,T), start of each target)."""
+    dtype = lm.model.get_input_embeddings().weight.dtype
+    seqs, starts = [], []
+    for i, (p, cue) in enumerate(zip(prompts, cues)):
+        ids = lm.encode(CUES[cue], special=False) + (targets[i] if targets is not None else [])
+        text = lm.embed(torch.tensor(ids, dtype=torch.long, device=lm.device))
+        seqs.append(torch.cat([p.to(device=lm.device, dtype=dtype), text.to(dtype)]))
+        starts.append(p.shape[0] + len(lm.encode(CUES[cue], special=False)))
+    T = max(s.shape[0] for s in seqs)
+    D = seqs[0].shape[1]
+    embeds = torch.zeros(len(seqs), T, D, dtype=dtype, device=lm.device)
+    mask = torch.zeros(len(seqs), T, dtype=torch.long, device=lm.device)
+    for b, s in enumerate(seqs):
+        offset = T - s.shape[0] if left_pad else 0
+        embeds[b, offset:offset + s.shape[0]] = s
+        mask[b, offset:offset + s.shape[0]] = 1
+        starts[b] += offset
+    return embeds, mask, starts
+
+
+def target_ids(lm: LanguageModel, reference: str, max_tokens: int) -> list[int]:
+    return lm.encode(" " + reference.strip(), special=False)[: max_tokens - 1] + [lm.tokenizer.eos_token_id]
+
+
+def batch_loss(lm: LanguageModel, batch: list[TranslationExample], cfg: TranslatorConfig) -> torch.Tensor:
+    """Mean cross-entropy of the reference tokens (and EOS) given prompt + cue."""
+    targets = [target_ids(lm, ex.reference, cfg.max_target_tokens) for ex in batch]
+    embeds, mask, starts = _rows(lm, [ex.prompt for ex in batch], [ex.cue for ex in batch], targets, False)
+    hidden = lm._decode(embeds, mask, use_cache=False).last_hidden_state
+    rows, cols, labels = [], [], []
+    for b, (ids, s) in enumerate(zip(targets, starts)):
+        rows += [b] * len(ids)
+        cols += [s + j - 1 for j in range(len(ids))]
+        labels += ids
+    logits = lm.logits_from_hidden(hidden[torch.tensor(rows), torch.tensor(cols)])
+    return F.cross_entropy(logits, torch.tensor(labels, device=logits.device))
+
+
+@torch.no_grad()
+def translate_batch(lm: LanguageModel, prompts: list[torch.Tensor], cue: str = "instruction",
+                    max_new_tokens: int = 64, batch_size: int = 16) -> list[str]:
+    """Greedy translations of soft prompts (LoRA must already be on ``lm``)."""
+    if cue not in CUES:
+        raise Soft2HardError(f"unknown cue {cue!r}; choose from {', '.join(CUES)}")
+    texts: list[str] = []
+    for i in range(0, len(prompts), batch_size):
+        chunk = prompts[i:i + batch_size]
+        embeds, mask, _ = _rows(lm, chunk, [cue] * len(chunk), None, left_pad=True)
+        out = lm._decode(embeds, mask, use_cache=True)
+        texts += [t.strip() for t in lm.greedy_continue(out, mask, max_new_tokens, ("\n",))]
+    return texts
+
+
+def lr_at(step: int, total: int, cfg: TranslatorConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def batch_indices(n: int, step: int, cfg: TranslatorConfig) -> list[int]:
+    """Epoch-wise shuffles seeded by (seed, epoch): step -> the examples of that batch."""
+    per_epoch = math.ceil(n / cfg.batch_size)
+    epoch, k = divmod(step, per_epoch)
+    order = list(range(n))
+    random.Random(f"{cfg.seed}:epoch{epoch}").shuffle(order)
+    return order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+
+
+@dataclass
+class Translator:
+    """A source model with translator LoRA weights applied."""
+
+    lm: LanguageModel
+    meta: dict = field(default_factory=dict)
+
+    def translate(self, prompts: list[torch.Tensor], cue: str = "instruction", max_new_tokens: int = 64
+                  ) -> list[Description]:
+        d_model = self.meta.get("d_model")
+        for p in prompts:
+            if d_model and p.shape[-1] != d_model:
+                raise Soft2HardError(f"the prompt has width {p.shape[-1]} but this translator reads {d_model}-wide "
+                                     f"prompts of {self.meta.get('model')}; use a translator trained for its model")
+        texts = translate_batch(self.lm, prompts, cue, max_new_tokens)
+        return [Description(text=t, method="translator", details={"cue": cue}) for t in texts]
+
+
+def apply_lora(lm: LanguageModel, cfg: TranslatorConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+    torch.manual_seed(cfg.seed)
+    peft_model = get_peft_model(lm.model, lora)  # injects LoRA layers into lm.model in place
+    return peft_model
+
+
+def _save_adapter(peft_model, path: Path, model_name: str, dtype: torch.dtype | None = None) -> None:
+    from peft import get_peft_model_state_dict
+
+    with atomic.directory(path) as tmp:
+        peft_model.peft_config["default"].base_model_name_or_path = model_name
+        peft_model.peft_config["default"].save_pretrained(str(tmp))
+        state = get_peft_model_state_dict(peft_model)
+        atomic.save_tensors(tmp / "adapter_model.safetensors",
+                            {k: v.to(dtype) if dtype else v for k, v in state.items()}, {"format": "pt"})
+
+
+def _load_adapter_weights(peft_model, path: Path) -> None:
+    from peft import set_peft_model_state_dict
+
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise Soft2HardError(f"{path}: no adapter_model.safetensors (not a translator LoRA adapter)")
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises several types for a corrupt file
+        raise Soft2HardError(f"{weights}: not a valid safetensors file ({type(err).__name__})") from None
+    result = set_peft_model_state_dict(peft_model, state)
+    if getattr(result, "unexpected_keys", None):
+        raise Soft2HardError(f"{weights}: LoRA weights do not fit this model ({result.unexpected_keys[0]})")
+
+
+def load_translator(lm: LanguageModel, path: Path) -> Translator:
+    """Apply the translator LoRA adapter in ``path`` to ``lm`` (which must be the translator's source model)."""
+    path = Path(path)
+    meta_path = path / TRANSLATOR_META
+    if not meta_path.is_file():
+        raise Soft2HardError(f"{path}: not a soft2hard translator (no {TRANSLATOR_META}); train one with "
+                             "'soft2hard translator train'")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        cfg = TranslatorConfig(**meta["config"])
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise Soft2HardError(f"{meta_path}: invalid translator metadata ({err})") from None
+    if meta.get("d_model") != lm.d_model:
+        raise Soft2HardError(f"{path} was trained on {meta.get('model')} (width {meta.get('d_model')}); the loaded "
+                             f"model {lm.name} has width {lm.d_model}")
+    peft_model = apply_lora(lm, cfg)
+    _load_adapter_weights(peft_model, path)
+    peft_model.eval()
+    return Translator(lm=lm, meta=meta)
+
+
+def shipped_translator(model: str) -> Path:
+    path = SHIPPED_TRANSLATORS / model
+    if not (path / TRANSLATOR_META).is_file():
+        raise Soft2HardError(f"no shipped translator for {model!r}; pass --translator DIR (train one with "
+                             "'soft2hard translator train')")
+    return path
+
+
+def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg: TranslatorConfig, out: Path,
+                     resume: bool = False, overwrite: bool = False, progress: bool = True,
+                     extra_meta: dict | None = None) -> Translator:
+    """Fine-tune LoRA adapters on ``examples``; writes ``out`` (adapter + translator.json + checkpoints/)."""
+    out = Path(out)
+    ckpt_root = out / "checkpoints"
+    existing = sorted(ckpt_root.glob("step_*")) if ckpt_root.is_dir() else []
+    if (existing or (out / TRANSLATOR_META).exists()) and not resume and not overwrite:
+        raise Soft2HardError(f"{out} already holds a translator run; pass --resume or --overwrite")
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for d in (out, ckpt_root):
+        atomic.remove_stale(d)
+    settings = {"config": asdict(cfg), "model": lm.name, "n_examples": len(examples)}
+    if resume and (out / "config.json").exists():
+        old = json.loads((out / "config.json").read_text())
+        if old != json.loads(json.dumps(settings)):
+            raise Soft2HardError(f"--resume with other settings or data than {out}/config.json")
+    atomic.write_json(out / "config.json", settings)
+
+    peft_model = apply_lora(lm, cfg)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.epochs * math.ceil(len(examples) / cfg.batch_size)
+    state = {"step": 0, "losses": [], "train_seconds": 0.0}
+    if resume and existing:
+        state = _load_checkpoint(existing[-1], peft_model, opt, names, params)
+        logger.info("resumed translator training from %s", existing[-1].name)
+
+    peft_model.train()
+    bar = tqdm(total=total, initial=state["step"], desc="translator", disable=not progress, dynamic_ncols=True)
+    while state["step"] < total:
+        step, t0 = state["step"], time.time()
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, total, cfg)
+        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout masks depend on the step only: exact resume
+        batch = [examples[i] for i in batch_indices(len(examples), step, cfg)]
+        loss = batch_loss(lm, batch, cfg)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        state["step"] = step + 1
+        state["losses"].append(round(loss.item(), 5))
+        state["train_seconds"] += time.time() - t0
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if state["step"] % cfg.save_every == 0 or state["step"] == total:
+            _save_checkpoint(ckpt_root / f"step_{state['step']:06d}", peft_model, opt, names, params, state, lm.name)
+    bar.close()
+    peft_model.eval()
+    meta = {"config": asdict(cfg), "model": lm.name, "d_model": lm.d_model,
+            "n_tokens_seen": sorted({ex.prompt.shape[0] for ex in examples}), "n_examples": len(examples),
+            "steps": total, "train_seconds": round(state["train_seconds"], 1), "final_loss": state["losses"][-1],
+            "cues": CUES, **(extra_meta or {})}
+    _save_adapter(peft_model, out / ".final", lm.name, dtype=torch.float16)
+    for f in sorted((out / ".final").iterdir()):
+        f.replace(out / f.name)
+    shutil.rmtree(out / ".final", ignore_errors=True)
+    atomic.write_json(out / "losses.json", state["losses"])
+    atomic.write_json(out / TRANSLATOR_META, meta)  # last: marks a finished translator
+    return Translator(lm=lm, meta=meta)
+
+
+def _save_checkpoint(path: Path, peft_model, opt, names, params, state, model_name: str) -> None:
+    with atomic.directory(path) as tmp:
+        _save_adapter(peft_model, tmp / "adapter", model_name)
+        moments = {}
+        for name, p in zip(names, params):
+            st = opt.state.get(p)
+            if st:
+                moments[f"{name}.exp_avg"] = st["exp_avg"]
+                moments[f"{name}.exp_avg_sq"] = st["exp_avg_sq"]
+        if moments:
+            moments["__step__"] = torch.tensor([float(state["step"])])
+            atomic.save_tensors(tmp / "optimizer.safetensors", moments)
+        atomic.write_json(tmp / "state.json", state)
+
+
+def _load_checkpoint(path: Path, peft_model, opt, names, params) -> dict:
+    _load_adapter_weights(peft_model, path / "adapter")
+    state = json.loads((path / "state.json").read_text())
+    if (path / "optimizer.safetensors").exists():
+        t = load_file(str(path / "optimizer.safetensors"))
+        for name, p in zip(names, params):
+            if f"{name}.exp_avg" in t:
+                opt.state[p] = {"exp_avg": t[f"{name}.exp_avg"].to(p.device),
+                                "exp_avg_sq": t[f"{name}.exp_avg_sq"].to(p.device),
+                                "step": torch.tensor(float(t["__step__"][0]))}
+    return state

@@ -1,0 +1,147 @@
+"""Held-out evaluation of interpreters on a DoD: projection, InSPEcT (label-free and ORACLE), translator.
+
+Each held-out task contributes its best prompt (first seed). Every method's text is scored against the task's
+reference with ROUGE-L and MiniLM cosine; for classification tasks also class rate, label precision and F1
+(candidates: every label of the DoD, so naming a wrong category costs precision). Oracle InSPEcT picks, per
+prompt, the layer pair whose text scores best against the reference (ROUGE-L, or class rate for classifiers):
+it is an upper bound for analysis, not a method a user without the answer could run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from soft2hard import atomic
+from soft2hard.interpret.inspection import inspect_grid
+from soft2hard.interpret.projection import project
+from soft2hard.interpret.selection import (
+    Profile,
+    describe_label_free,
+    find_profile,
+    oracle_rank,
+    parse_layers,
+)
+from soft2hard.interpret.translator import KIND_CUE, load_translator, shipped_translator
+from soft2hard.metrics import class_rate, embedding_cosine, label_f1, label_precision, mean_and_std, rouge_l
+
+logger = logging.getLogger(__name__)
+METHODS = ("projection", "inspect_label_free", "inspect_oracle", "translator")
+
+
+def _best_prompt(manifest, task):
+    best = [e for e in task.prompts if e.best] or list(task.prompts)
+    return manifest.load_prompt(best[0])
+
+
+def evaluate_translator(manifest, translator_dir: Path | None, cache_dir: Path, device: str = "auto",
+                        oracle_layers: str = "1-29:4", max_tasks: int | None = None, progress: bool = True,
+                        methods: tuple[str, ...] = METHODS) -> tuple[list[dict], dict]:
+    """Rows (task x method) and a summary (kind x method -> mean, std) over the held-out tasks."""
+    from soft2hard.models import load_model
+
+    tasks = manifest.split("heldout")[:max_tasks]
+    plain = load_model(manifest.model, device=device, cache_dir=cache_dir)
+    translator = None
+    if "translator" in methods:
+        translated_lm = load_model(manifest.model, device=device, cache_dir=cache_dir)
+        translator = load_translator(translated_lm, translator_dir or shipped_translator(manifest.model))
+    profile = Profile.load(find_profile(cache_dir, plain.name))
+    layers = parse_layers(oracle_layers)
+    candidates = sorted({label for t in manifest.tasks if t.labels for label in t.labels})
+    rows: list[dict] = []
+    for task in tqdm(tasks, desc="translator eval", disable=not progress, dynamic_ncols=True):
+        prompt = _best_prompt(manifest, task).to(plain.device)
+        texts: dict[str, str] = {}
+        extra: dict[str, dict] = {}
+        if "projection" in methods:
+            texts["projection"] = project(plain, prompt).text
+        if "inspect_label_free" in methods:
+            d = describe_label_free(plain, prompt, profile, k=1)[0]
+            texts["inspect_label_free"], extra["inspect_label_free"] = d.text, {"layers": list(d.layers)}
+        if "inspect_oracle" in methods:
+            grid = inspect_grid(plain, prompt, profile.config(source_layers=layers, target_layers=layers))
+            metric = "class_rate" if task.kind == "classification" else "rouge_l"
+            best = oracle_rank(grid, task.reference, metric, task.labels)[0]
+            texts["inspect_oracle"], extra["inspect_oracle"] = best.text, {"layers": list(best.layers),
+                                                                          "oracle_metric": metric}
+        if translator is not None:
+            texts["translator"] = translator.translate([prompt], cue=KIND_CUE[task.kind])[0].text
+        names = list(texts)
+        cos = embedding_cosine([texts[m] for m in names], [task.reference] * len(names))
+        for m, c in zip(names, cos):
+            row = {"task": task.name, "kind": task.kind, "method": m, "text": texts[m], "reference": task.reference,
+                   "rouge_l": rouge_l([texts[m]], [task.reference])[0], "cosine": float(c),
+                   "prompt_test_score": task.test_score, **extra.get(m, {})}
+            if task.labels and task.kind == "classification":
+                row["class_rate"] = class_rate(texts[m], task.labels)
+                row["label_precision"] = label_precision(texts[m], task.labels, candidates)
+                row["label_f1"] = label_f1(texts[m], task.labels, candidates)
+            rows.append(row)
+    return rows, summarize(rows)
+
+
+def summarize(rows: list[dict]) -> dict:
+    summary: dict = {}
+    for kind in sorted({r["kind"] for r in rows}):
+        summary[kind] = {}
+        for method in METHODS:
+            sel = [r for r in rows if r["kind"] == kind and r["method"] == method]
+            if not sel:
+                continue
+            stats = {"n": len(sel)}
+            for metric in ("rouge_l", "cosine", "class_rate", "label_precision", "label_f1"):
+                values = [r[metric] for r in sel if metric in r]
+                if values:
+                    mean, std = mean_and_std(values)
+                    stats[metric] = {"mean": round(mean, 4), "std": round(std, 4)}
+            summary[kind][method] = stats
+    return summary
+
+
+def markdown(rows: list[dict], summary: dict, examples: int = 4) -> str:
+    lines = []
+    for kind, methods in summary.items():
+        metrics = [m for m in ("rouge_l", "cosine", "class_rate", "label_precision", "label_f1")
+                   if any(m in s for s in methods.values())]
+        n = next(iter(methods.values()))["n"]
+        lines += [f"### {kind} (held-out tasks: {n})", "",
+                  "| method | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for method, s in methods.items():
+            label = method + (" (ORACLE)" if method == "inspect_oracle" else "")
+            cells = [f"{s[m]['mean']:.3f} ± {s[m]['std']:.3f}" if m in s else "" for m in metrics]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+        key = "class_rate" if kind == "classification" else "rouge_l"
+        tr = sorted((r for r in rows if r["kind"] == kind and r["method"] == "translator"), key=lambda r: -r[key])
+        if tr:
+            lines += [f"Translator examples ({kind}; best and worst by {key}):", ""]
+            by_task = {(r["task"], r["method"]): r for r in rows}
+            for r in tr[:examples] + tr[-examples:]:
+                lf = by_task.get((r["task"], "inspect_label_free"), {}).get("text", "")
+                lines.append(f"- `{r['task']}` ({key} {r[key]:.2f})  \n  reference: {r['reference']}  \n"
+                             f"  translator: {r['text']}  \n  InSPEcT label-free: {lf}")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def write_results(out: Path, rows: list[dict], summary: dict) -> None:
+    out = Path(out)
+    atomic.write_json(out / "rows.json", rows)
+    atomic.write_json(out / "summary.json", summary)
+    atomic.write_text(out / "results.md", markdown(rows, summary))
+
+
+def per_task_table(rows: list[dict], kind: str) -> str:
+    """Markdown: one line per held-out task with each method's main score."""
+    key = "class_rate" if kind == "classification" else "rouge_l"
+    tasks = sorted({r["task"] for r in rows if r["kind"] == kind})
+    by = {(r["task"], r["method"]): r for r in rows}
+    methods = [m for m in METHODS if any((t, m) in by for t in tasks)]
+    lines = ["| task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for t in tasks:
+        lines.append(f"| {t} | " + " | ".join(f"{by[(t, m)][key]:.2f}" if (t, m) in by else "" for m in methods) + " |")
+    return "\n".join(lines)
+

@@ -1,0 +1,202 @@
+"""The dataset of datasets: planning, references, a tiny end-to-end build (+ resume), packing, manifest errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from soft2hard.dod import plan as planning
+from soft2hard.dod.bank import pack
+from soft2hard.dod.build import BuildConfig, build, run_dir
+from soft2hard.dod.manifest import Manifest
+from soft2hard.dod.references import reference_for, shorten
+from soft2hard.errors import Soft2HardError
+from soft2hard.tasks import get_task
+from soft2hard.tasks.base import Example, Task
+
+TASKS = ("gen/plural", "cat/fruit-animal", "gen/first_letter")
+TINY_TUNING = {"n_tokens": 4, "steps": 4, "eval_every": 2, "lr": 3e-2, "batch_size": 4, "max_eval_examples": 4,
+               "max_test_examples": 4, "init": "vocab"}
+
+
+def tiny_config(model_dir, **kw) -> BuildConfig:
+    return BuildConfig(model=str(model_dir), tasks=TASKS, general_heldout=1, amp="none", tuning=TINY_TUNING, **kw)
+
+
+# --- planning and references ---------------------------------------------------------------------------
+
+
+def test_classification_plan_keeps_heldout_labels_out_of_training():
+    planned = planning.plan_classification(seed=3, train=40, heldout=20, heldout_categories=12)
+    train_labels = {x for t in planned if t.split == "train" for x in t.labels}
+    held_labels = {x for t in planned if t.split == "heldout" for x in t.labels}
+    assert len([t for t in planned if t.split == "heldout"]) == 20
+    assert train_labels and held_labels and not (train_labels & held_labels)
+    assert planning.heldout_label_leaks(planned) == []
+    assert all(t.reference == ", ".join(t.labels) for t in planned)
+    assert planned == planning.plan_classification(seed=3, train=40, heldout=20, heldout_categories=12)
+    assert planned != planning.plan_classification(seed=4, train=40, heldout=20, heldout_categories=12)
+
+
+def test_training_tasks_naming_a_heldout_label_are_dropped():
+    held = planning.PlannedTask("cat/fruit-tool", "classification", "g1", "heldout", "fruit, tool", "labels",
+                                ("fruit", "tool"))
+    leaking = planning.PlannedTask("gen/fruit_or_animal", "general", "g2", "train", "x", "description",
+                                   ("fruit", "animal"))
+    fine = planning.PlannedTask("gen/plural", "general", "g3", "train", "y", "description")
+    assert planning.heldout_label_leaks([held, leaking, fine]) == ["fruit"]
+    assert planning.drop_leaking_train_tasks([held, leaking, fine]) == [held, fine]
+
+
+def test_split_is_by_group():
+    tasks = [planning.PlannedTask(f"t{i}", "general", f"g{i // 3}", "train", "r", "description") for i in range(12)]
+    split = planning.split_groups(tasks, heldout=4, seed=0, kind="general")
+    for g in {t.group for t in split}:
+        assert len({t.split for t in split if t.group == g}) == 1
+    assert sum(t.split == "heldout" for t in split) == 6  # two whole groups of 3
+
+
+def test_references_prefer_informative_fields():
+    assert shorten("Multilingual, Multilevel, Multidomain. Determine whether the opinion is positive.") == \
+        "Determine whether the opinion is positive."
+    long = " ".join(f"Sentence number {i} has five words." for i in range(20))
+    assert len(shorten(long).split()) <= 40 and shorten(long).endswith(".")
+    ni = Task("bigbench/natural_instructions/x", "bigbench", "Definition: In this task, write a question. More.",
+              (Example("a", "b"),))
+    assert reference_for(ni) == ("In this task, write a question. More.", "definition")
+    plural = Task("bigbench/linguistic_mappings/plural_json", "bigbench", "A class for English plurals",
+                  (Example("a", "b"),))
+    assert reference_for(plural)[1] == "rewrite"
+
+
+def test_category_tasks():
+    task = get_task("cat/fruit-animal-tool")
+    assert task.labels == ("fruit", "animal", "tool") and task.kind == "classification"
+    assert {ex.target for ex in task.examples} == {"fruit", "animal", "tool"}
+    with pytest.raises(Soft2HardError, match="unknown category"):
+        get_task("cat/fruit-spaceship")
+    with pytest.raises(Soft2HardError, match="distinct"):
+        get_task("cat/fruit-fruit")
+
+
+# --- the tiny end-to-end build -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_dod(tmp_path_factory, tiny_llama_dir, cache_dir):
+    out = tmp_path_factory.mktemp("dod")
+    build(out, tiny_config(tiny_llama_dir), cache_dir, workers=0, progress=False)
+    return out
+
+
+def test_build_writes_a_manifest_with_checkpoints_and_splits(tiny_dod):
+    m = Manifest.load(tiny_dod)
+    assert sorted(t.name for t in m.tasks) == sorted(TASKS)
+    assert {t.split for t in m.tasks} == {"train", "heldout"}
+    for t in m.tasks:
+        assert [p.step for p in t.prompts] == [2, 4]
+        assert sum(p.best for p in t.prompts) == 1
+        assert t.reference and t.test_score is not None
+    cat = next(t for t in m.tasks if t.name.startswith("cat/"))
+    assert cat.kind == "classification" and cat.reference == "fruit, animal" and cat.labels == ("fruit", "animal")
+    tensors = [x for _, _, x in m.iter_prompts()]
+    assert len(tensors) == 6 and all(x.shape == (4, 64) for x in tensors)
+
+
+def test_interrupted_build_resumes_to_the_same_prompts(tmp_path, tiny_dod, tiny_llama_dir, cache_dir):
+    out = tmp_path / "dod"
+    cfg = tiny_config(tiny_llama_dir)
+    first = build(out, cfg, cache_dir, workers=0, progress=False, max_jobs=1)
+    assert len(first.tasks) == 1
+    # a kill inside the second run: its first checkpoint exists, metrics.json does not
+    second = [t for t in TASKS if t != first.tasks[0].name][0]
+    shutil.copytree(run_dir(tiny_dod, second, 0) / "checkpoints" / "step_000002",
+                    run_dir(out, second, 0) / "checkpoints" / "step_000002")
+    shutil.copy(run_dir(tiny_dod, second, 0) / "config.json", run_dir(out, second, 0) / "config.json")
+    done = build(out, cfg, cache_dir, workers=0, progress=False)
+    ref = Manifest.load(tiny_dod)
+    expected = {e.id: x for _, e, x in ref.iter_prompts()}
+    got = {e.id: x for _, e, x in done.iter_prompts()}
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+def test_rebuild_with_other_settings_is_refused(tmp_path, tiny_dod, tiny_llama_dir, cache_dir):
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_dod, out)
+    with pytest.raises(Soft2HardError, match="other settings"):
+        build(out, tiny_config(tiny_llama_dir, seeds=(0, 1)), cache_dir, workers=0, progress=False)
+
+
+def test_ray_build_matches_in_process_build(tmp_path, tiny_dod, tiny_llama_dir, cache_dir):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    m = build(out, tiny_config(tiny_llama_dir), cache_dir, workers=2, progress=False)
+    ref = {e.id: x for _, e, x in Manifest.load(tiny_dod).iter_prompts()}
+    got = {e.id: x for _, e, x in m.iter_prompts()}
+    assert ref.keys() == got.keys()
+    # Ray workers run with 1 thread each: same prompts up to float summation order
+    assert all(torch.allclose(ref[k], got[k], atol=1e-4) for k in ref)
+
+
+def test_pack_makes_a_compact_bank_with_the_same_prompts(tmp_path, tiny_dod):
+    m = Manifest.load(tiny_dod)
+    bank = pack(m, tmp_path / "bank")
+    loaded = Manifest.load(tmp_path / "bank")
+    assert [t.name for t in loaded.tasks] == [t.name for t in m.tasks]
+    ref = {e.id: x for _, e, x in m.iter_prompts()}
+    for _, e, x in loaded.iter_prompts():
+        assert e.key == e.id and e.file == "prompts.safetensors"
+        torch.testing.assert_close(x, ref[e.id], atol=1e-2, rtol=1e-2)  # fp16
+    assert len(bank.tasks) == 3
+    best = pack(m, tmp_path / "best", best_only=True)
+    assert all(len(t.prompts) == 1 and t.prompts[0].best for t in best.tasks)
+
+
+# --- manifest errors -----------------------------------------------------------------------------------------
+
+
+def _corrupt(tmp_path, tiny_dod, edit) -> object:
+    out = tmp_path / "bad"
+    shutil.copytree(tiny_dod, out)
+    data = json.loads((out / "manifest.json").read_text())
+    edit(data, out)
+    (out / "manifest.json").write_text(json.dumps(data) if isinstance(data, dict) else data)
+    return out
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d, o: d.pop("tasks"), "missing field 'tasks'"),
+    (lambda d, o: d.update(format="other"), "not a soft2hard DoD manifest"),
+    (lambda d, o: d.update(version=99), "version 99"),
+    (lambda d, o: d["tasks"][0].update(split="dev"), "split 'dev'"),
+    (lambda d, o: d["tasks"][0]["prompts"][0].update(step="two"), "'step' has the wrong type"),
+    (lambda d, o: d["tasks"][0]["prompts"][0].update(file="../../etc/passwd"), "relative path inside"),
+    (lambda d, o: d["tasks"][0]["prompts"][0].update(file="/etc/passwd"), "relative path inside"),
+])
+def test_bad_manifest_fields_are_one_line_errors(tmp_path, tiny_dod, edit, message):
+    out = _corrupt(tmp_path, tiny_dod, edit)
+    with pytest.raises(Soft2HardError, match=message) as err:
+        Manifest.load(out)
+    assert "\n" not in str(err.value) and "manifest.json" in str(err.value)
+
+
+def test_missing_prompt_file_and_truncated_manifest(tmp_path, tiny_dod):
+    out = tmp_path / "bad"
+    shutil.copytree(tiny_dod, out)
+    m = Manifest.load(out)
+    shutil.rmtree(out / m.tasks[0].prompts[0].file)
+    with pytest.raises(Soft2HardError, match="is missing"):
+        list(m.iter_prompts())
+    text = (out / "manifest.json").read_text()
+    (out / "manifest.json").write_text(text[: len(text) // 2])
+    proc = subprocess.run([sys.executable, "-m", "soft2hard.cli", "dod", "show", str(out)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "invalid JSON" in proc.stderr
