@@ -103,3 +103,26 @@ def gemma3(cache_dir):
     from soft2hard.models import load_model
 
     return load_model("gemma3-270m", device="cpu", cache_dir=cache_dir)
+
+
+# --- a tiny dataset of datasets (tests of the DoD builder and the translator) ------------------------------
+
+TASKS = ("gen/plural", "cat/fruit-animal", "gen/first_letter")
+TINY_TUNING = {"n_tokens": 4, "steps": 4, "eval_every": 2, "lr": 3e-2, "batch_size": 4, "max_eval_examples": 4,
+               "max_test_examples": 4, "init": "vocab"}
+
+
+def tiny_config(model_dir, **kw):
+    from soft2hard.dod.build import BuildConfig
+
+    return BuildConfig(model=str(model_dir), tasks=TASKS, general_heldout=1, amp="none", tuning=TINY_TUNING, **kw)
+
+
+@pytest.fixture(scope="session")
+def tiny_dod(tmp_path_factory, tiny_llama_dir, cache_dir) -> Path:
+    """3 tasks x 1 seed x 2 checkpoints on the tiny Llama, built in-process."""
+    from soft2hard.dod.build import build
+
+    out = tmp_path_factory.mktemp("dod")
+    build(out, tiny_config(tiny_llama_dir), cache_dir, workers=0, progress=False)
+    return out

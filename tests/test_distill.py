@@ -88,3 +88,51 @@ def test_cli_teacher_prompt_file(tmp_path, tiny_llama_dir, capsys):
                  f"@{tmp_path / 'missing.txt'}", "--out", str(tmp_path / "r2")])
     err = capsys.readouterr().err
     assert code == 2 and "missing.txt" in err and not (tmp_path / "r2").exists()
+
+
+def test_teacher_continuations_are_the_teachers_greedy_output(tiny_llama, task):
+    from soft2hard.distill import teacher_continuations
+
+    examples = list(task.examples[:5])
+    cont = teacher_continuations(tiny_llama, TEACHER, task, examples, max_new_tokens=6, batch_size=2)
+    assert set(cont) == {ex.input for ex in examples}
+    direct = tiny_llama.generate(None, [teacher_context(TEACHER, task.format_input(ex.input)) for ex in examples], 6)
+    assert [cont[ex.input] for ex in examples] == [t + "\n" for t in direct]
+
+
+def test_distillation_on_teacher_continuations_ignores_labels_and_resumes(tiny_llama, task, tmp_path, monkeypatch):
+    cfg = TuningConfig(n_tokens=4, steps=6, batch_size=4, lr=0.1, eval_every=2, max_eval_examples=4,
+                       max_test_examples=4, objective="distill", teacher_prompt=TEACHER, distill_targets="teacher",
+                       distill_max_new_tokens=5)
+    full = tune(tiny_llama, task, cfg, tmp_path / "full", progress=False)
+    # the task's targets play no part: scrambled labels give the very same prompt
+    scrambled = Task(task.name, "test", TEACHER, tuple(Example(ex.input, "zz") for ex in task.examples))
+    same = tune(tiny_llama, scrambled, cfg, tmp_path / "scrambled", progress=False)
+    assert torch.equal(full.prompt.tensor, same.prompt.tensor)
+    by_task = tune(tiny_llama, task, TuningConfig(**{**cfg.__dict__, "distill_targets": "task"}), tmp_path / "task",
+                   progress=False)
+    assert not torch.equal(full.prompt.tensor, by_task.prompt.tensor)
+    real, calls = tuning.distill_loss, {"n": 0}
+
+    def crashing(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(tuning, "distill_loss", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        tune(tiny_llama, task, cfg, tmp_path / "crash", progress=False)
+    monkeypatch.setattr(tuning, "distill_loss", real)
+    resumed = tune(tiny_llama, task, cfg, tmp_path / "crash", resume=True, progress=False)
+    assert torch.equal(full.prompt.tensor, resumed.prompt.tensor)
+
+
+def test_cli_inputs_alias_and_teacher_targets(tmp_path, tiny_llama_dir, capsys):
+    code = main(["tune", "--model", str(tiny_llama_dir), "--inputs", "gen/first_letter", "--objective", "distill",
+                 "--teacher-prompt", "Give the first letter.", "--distill-targets", "teacher", "--tokens", "3",
+                 "--steps", "2", "--eval-every", "2", "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 0 and "distillation fidelity" in capsys.readouterr().out
+    code = main(["tune", "--model", str(tiny_llama_dir), "--objective", "distill", "--teacher-prompt", "x",
+                 "--out", str(tmp_path / "r2")])
+    assert code == 2 and "--inputs" in capsys.readouterr().err

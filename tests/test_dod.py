@@ -12,21 +12,13 @@ import torch
 
 from soft2hard.dod import plan as planning
 from soft2hard.dod.bank import pack
-from soft2hard.dod.build import BuildConfig, build, run_dir
+from soft2hard.dod.build import build, run_dir
 from soft2hard.dod.manifest import Manifest
 from soft2hard.dod.references import reference_for, shorten
 from soft2hard.errors import Soft2HardError
 from soft2hard.tasks import get_task
 from soft2hard.tasks.base import Example, Task
-
-TASKS = ("gen/plural", "cat/fruit-animal", "gen/first_letter")
-TINY_TUNING = {"n_tokens": 4, "steps": 4, "eval_every": 2, "lr": 3e-2, "batch_size": 4, "max_eval_examples": 4,
-               "max_test_examples": 4, "init": "vocab"}
-
-
-def tiny_config(model_dir, **kw) -> BuildConfig:
-    return BuildConfig(model=str(model_dir), tasks=TASKS, general_heldout=1, amp="none", tuning=TINY_TUNING, **kw)
-
+from tests.conftest import TASKS, tiny_config
 
 # --- planning and references ---------------------------------------------------------------------------
 
@@ -85,13 +77,6 @@ def test_category_tasks():
 
 
 # --- the tiny end-to-end build -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_dod(tmp_path_factory, tiny_llama_dir, cache_dir):
-    out = tmp_path_factory.mktemp("dod")
-    build(out, tiny_config(tiny_llama_dir), cache_dir, workers=0, progress=False)
-    return out
 
 
 def test_build_writes_a_manifest_with_checkpoints_and_splits(tiny_dod):

@@ -2,7 +2,8 @@
 
 Teacher: the frozen model given ``teacher_prompt`` before each input. Student: the same model given the soft
 prompt in its place. The loss is KL(teacher || student) over the next-token distributions at the answer
-positions, teacher-forced on the task's targets. Every distilled prompt comes with its exact ground-truth text.
+positions, teacher-forced on the task's targets or on the teacher's own greedy continuations (no labels needed).
+Every distilled prompt comes with its exact ground-truth text.
 """
 
 from __future__ import annotations
@@ -32,6 +33,22 @@ def distill_loss(lm: LanguageModel, prompt: torch.Tensor | None, teacher_prompt:
     t_logp = F.log_softmax(teacher.float(), dim=-1)  # (N, V)
     s_logp = F.log_softmax(student.float(), dim=-1)
     return F.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
+
+
+@torch.no_grad()
+def teacher_continuations(lm: LanguageModel, teacher_prompt: str, task: Task, examples: Sequence[Example],
+                          max_new_tokens: int = 24, batch_size: int = 16) -> dict[str, str]:
+    """input -> the teacher's greedy continuation (up to and including its newline), to teacher-force on.
+
+    An empty continuation becomes the newline alone: the student learns to stop where the teacher stops."""
+    out: dict[str, str] = {}
+    todo = list(dict.fromkeys(ex.input for ex in examples))
+    for i in range(0, len(todo), batch_size):
+        chunk = todo[i:i + batch_size]
+        texts = lm.generate(None, [teacher_context(teacher_prompt, task.format_input(x)) for x in chunk],
+                            max_new_tokens, GENERATION_STOP)
+        out.update({x: t + "\n" for x, t in zip(chunk, texts)})
+    return out
 
 
 @torch.no_grad()

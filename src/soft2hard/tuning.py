@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from soft2hard import atomic
-from soft2hard.distill import distill_loss, fidelity
+from soft2hard.distill import distill_loss, fidelity, teacher_continuations
 from soft2hard.errors import Soft2HardError
 from soft2hard.lm import LanguageModel
 from soft2hard.prompts import SoftPrompt
@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 INITS = ("vocab", "random", "text")
 OBJECTIVES = ("task", "distill")
+DISTILL_TARGETS = ("task", "teacher")
 CHECKPOINT_DIR = "checkpoints"
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
@@ -56,6 +57,8 @@ class TuningConfig:
     eval_batch_size: int = 16
     objective: str = "task"  # task: cross-entropy on targets | distill: KL to the model given teacher_prompt
     teacher_prompt: str | None = None  # the text that a distilled soft prompt replaces
+    distill_targets: str = "task"  # task: teacher-forced on task targets | teacher: on the teacher's own greedy output
+    distill_max_new_tokens: int = 24  # length of the teacher's continuations (distill_targets="teacher")
 
     def __post_init__(self) -> None:
         checks = {"n_tokens": self.n_tokens, "steps": self.steps, "batch_size": self.batch_size,
@@ -69,6 +72,9 @@ class TuningConfig:
             raise Soft2HardError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.objective not in OBJECTIVES:
             raise Soft2HardError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
+        if self.distill_targets not in DISTILL_TARGETS:
+            raise Soft2HardError(f"distill_targets must be one of {', '.join(DISTILL_TARGETS)}, "
+                                 f"got {self.distill_targets!r}")
         if self.objective == "distill" and not (self.teacher_prompt or "").strip():
             raise Soft2HardError("objective 'distill' needs a teacher prompt (--teacher-prompt TEXT or @FILE)")
         if self.init == "text" and not self.init_text:
@@ -119,13 +125,21 @@ def batch_loss(lm: LanguageModel, prompt: torch.Tensor, task: Task, batch: list[
     return -total.sum() / count.sum()
 
 
-def validation_score(lm: LanguageModel, prompt: torch.Tensor, task: Task, val, cfg: TuningConfig) -> float:
+def validation_score(lm: LanguageModel, prompt: torch.Tensor, task: Task, val, cfg: TuningConfig,
+                     teacher_targets: dict[str, str] | None = None) -> float:
     """Higher is better: the task score, or for distillation minus the mean KL to the teacher."""
     if cfg.objective != "distill":
         return score(lm, prompt, task, val, cfg.eval_batch_size)
     with torch.no_grad():
-        targets = [training_target(task, ex.target) for ex in val]
+        targets = forced_targets(task, val, teacher_targets)
         return -float(distill_loss(lm, prompt, cfg.teacher_prompt, task, list(val), targets))
+
+
+def forced_targets(task: Task, batch, teacher_targets: dict[str, str] | None) -> list[str]:
+    """What a distillation batch is teacher-forced on: the teacher's own continuations, or the task targets."""
+    if teacher_targets is not None:
+        return [teacher_targets[ex.input] for ex in batch]
+    return [training_target(task, ex.target) for ex in batch]
 
 
 @dataclass
@@ -207,6 +221,11 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
         state["baseline_score"] = score(lm, None, task, test, cfg.eval_batch_size)
         state["baseline_validation"] = score(lm, None, task, val, cfg.eval_batch_size)
     meta = {"task": task.name, "seed": cfg.seed, "n_tokens": cfg.n_tokens, "init": cfg.init}
+    teacher_targets = None
+    if cfg.objective == "distill" and cfg.distill_targets == "teacher":
+        # computed once, in a fixed order, so a resumed run sees exactly the same targets
+        teacher_targets = teacher_continuations(lm, cfg.teacher_prompt, task, list(splits.train) + list(val),
+                                                cfg.distill_max_new_tokens, cfg.eval_batch_size)
 
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"tune {task.name}", disable=not progress,
                dynamic_ncols=True)
@@ -218,7 +237,7 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
         batch = batch_for_step(splits.train, step, cfg)
         if cfg.objective == "distill":
             loss = distill_loss(lm, prompt, cfg.teacher_prompt, task, batch,
-                                [training_target(task, ex.target) for ex in batch])
+                                forced_targets(task, batch, teacher_targets))
         else:
             loss = batch_loss(lm, prompt, task, batch)
         loss.backward()
@@ -234,7 +253,7 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.3f}")
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            val_score = validation_score(lm, prompt.detach(), task, val, cfg)
+            val_score = validation_score(lm, prompt.detach(), task, val, cfg, teacher_targets)
             state["validation"].append({"step": step, "score": val_score, "loss": loss_value})
             if state["best_validation"] is None or val_score >= state["best_validation"]:
                 state["best_validation"], state["best_step"] = val_score, step

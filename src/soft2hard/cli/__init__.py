@@ -33,7 +33,10 @@ def _add_tuning_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objective", default="task", choices=["task", "distill"],
                    help="task: learn the task's targets | distill: match the model given --teacher-prompt")
     p.add_argument("--teacher-prompt", default=None,
-                   help="text (or @FILE) that a distilled prompt replaces; --task supplies the inputs")
+                   help="text (or @FILE) that a distilled prompt replaces; --task/--inputs supplies the inputs")
+    p.add_argument("--distill-targets", default="task", choices=["task", "teacher"],
+                   help="distillation is teacher-forced on the task's targets or on the teacher's own greedy "
+                        "continuations (no labels needed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser("tune", help="train a soft prompt on a frozen model; writes a PEFT adapter directory")
     add_model_args(tune)
-    tune.add_argument("--task", required=True, help="task name (see 'tasks list') or a JSONL/CSV file")
+    tune.add_argument("--task", default=None, help="task name (see 'tasks list') or a JSONL/CSV file")
+    tune.add_argument("--inputs", default=None, help="for --objective distill: the inputs (a task name or file; "
+                      "an alias of --task)")
     tune.add_argument("--out", type=Path, required=True, help="run directory")
     _add_tuning_args(tune)
     tune.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
@@ -137,7 +142,7 @@ def _tuning_config(args):
     return TuningConfig(n_tokens=args.tokens, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         init=args.init, init_text=args.init_text, seed=args.seed, eval_every=args.eval_every,
                         max_train_examples=args.max_train_examples, objective=args.objective,
-                        teacher_prompt=_read_text_arg(args.teacher_prompt))
+                        teacher_prompt=_read_text_arg(args.teacher_prompt), distill_targets=args.distill_targets)
 
 
 def _read_text_arg(value: str | None) -> str | None:
@@ -156,7 +161,11 @@ def cmd_tune(args) -> None:
     from soft2hard.tuning import tune
 
     cfg = _tuning_config(args)  # validate everything before loading anything or writing a file
-    task = get_task(args.task, cache_dir=cache_dir(args))
+    if args.task and args.inputs and args.task != args.inputs:
+        raise Soft2HardError("give the inputs once: --task and --inputs name different tasks")
+    if not (args.task or args.inputs):
+        raise Soft2HardError("tune needs --task (or, for distillation, --inputs): a task name or a JSONL/CSV file")
+    task = get_task(args.task or args.inputs, cache_dir=cache_dir(args))
     lm = load_model_from_args(args)
     result = tune(lm, task, cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     m = result.metrics

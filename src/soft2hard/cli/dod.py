@@ -36,6 +36,8 @@ def add_parsers(sub) -> None:
     b.add_argument("--steps", type=int, default=80)
     b.add_argument("--eval-every", type=int, default=20, help="checkpoint (a DoD prompt) every N steps")
     b.add_argument("--lr", type=float, default=3e-2)
+    b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--max-test-examples", type=int, default=40, help="test examples scored per prompt")
     b.add_argument("--amp", default="bfloat16", choices=["none", "bfloat16"])
     b.add_argument("--workers", type=int, default=1, help="Ray workers (0: no Ray, in this process)")
     b.add_argument("--address", default=None, help="existing Ray cluster address (default: start a local one)")
@@ -57,7 +59,8 @@ def cmd_dod(args) -> None:
         from soft2hard.dod.build import BuildConfig, build
 
         tuning = {"n_tokens": args.tokens, "steps": args.steps, "eval_every": args.eval_every, "lr": args.lr,
-                  "batch_size": 8, "max_eval_examples": 16, "max_test_examples": 40, "init": "vocab"}
+                  "batch_size": args.batch_size, "max_eval_examples": 16,
+                  "max_test_examples": args.max_test_examples, "init": "vocab"}
         cfg = BuildConfig(model=args.model, kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
                           seeds=_int_list(args.seeds), split_seed=args.split_seed,
                           general_heldout=args.general_heldout, general_max_tasks=args.max_tasks,

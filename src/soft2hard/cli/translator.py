@@ -35,6 +35,7 @@ def add_parsers(sub) -> None:
     e.add_argument("--out", type=Path, required=True, help="folder for rows.json, summary.json, results.md")
     e.add_argument("--oracle-layers", default="1-29:4", help="layer grid searched by oracle InSPEcT")
     e.add_argument("--max-tasks", type=int, default=None)
+    e.add_argument("--profile", type=Path, default=None, help="label-free InSPEcT profile (default: the model's)")
     e.add_argument("--device", default="auto")
 
     tl = sub.add_parser("translate", help="turn a soft prompt into a text prompt with the learned translator")
@@ -99,7 +100,8 @@ def cmd_translator(args) -> None:
 
         manifest = Manifest.load(args.dod)
         rows, summary = evaluate_translator(manifest, args.translator, cache_dir(args), device=args.device,
-                                            oracle_layers=args.oracle_layers, max_tasks=args.max_tasks)
+                                            oracle_layers=args.oracle_layers, max_tasks=args.max_tasks,
+                                            profile_path=args.profile)
         write_results(args.out, rows, summary)
         print((args.out / "results.md").read_text())
         return

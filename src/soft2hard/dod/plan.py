@@ -23,6 +23,7 @@ from soft2hard.tasks import bigbench, categories, generated
 from soft2hard.tasks.base import Task
 
 KINDS = ("general", "classification")
+MAX_TARGET_CHARS = 100
 # parents whose subtasks are near-copies of one another in other languages/domains: keep the English one
 PREFERRED_SUBTASK = {"multiemo": "bigbench/multiemo/all_sentence_en"}
 # big families of templated subtasks whose descriptions only name the template: not useful references
@@ -45,15 +46,17 @@ class PlannedTask:
         return d
 
 
-def restrict_inputs(task: Task, max_input_chars: int | None) -> Task:
-    """The task with only its examples whose input fits ``max_input_chars`` (training cost grows with input
-    length; the DoD needs many cheap prompts more than a few expensive ones)."""
+def restrict_inputs(task: Task, max_input_chars: int | None, max_target_chars: int = MAX_TARGET_CHARS) -> Task:
+    """The task with only its examples whose input fits ``max_input_chars`` and whose target fits
+    ``max_target_chars`` (training and evaluation cost grow with both; the DoD needs many cheap prompts more
+    than a few expensive ones)."""
     if not max_input_chars:
         return task
-    kept = tuple(ex for ex in task.examples if len(ex.input) <= max_input_chars)
+    kept = tuple(ex for ex in task.examples if len(ex.input) <= max_input_chars and len(ex.target) <= max_target_chars)
     if len(kept) == len(task.examples):
         return task
-    return replace(task, examples=kept or task.examples[:1], metadata={**task.metadata, "max_input_chars": max_input_chars})
+    return replace(task, examples=kept or task.examples[:1],
+                   metadata={**task.metadata, "max_input_chars": max_input_chars, "max_target_chars": max_target_chars})
 
 
 def _group_of(name: str) -> str:

@@ -243,8 +243,10 @@ def shipped_translator(model: str) -> Path:
 
 def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg: TranslatorConfig, out: Path,
                      resume: bool = False, overwrite: bool = False, progress: bool = True,
-                     extra_meta: dict | None = None) -> Translator:
-    """Fine-tune LoRA adapters on ``examples``; writes ``out`` (adapter + translator.json + checkpoints/)."""
+                     extra_meta: dict | None = None, stop_after: int | None = None) -> Translator | None:
+    """Fine-tune LoRA adapters on ``examples``; writes ``out`` (adapter + translator.json + checkpoints/).
+
+    ``stop_after`` ends the run after that many steps (as an interruption would; returns None)."""
     out = Path(out)
     ckpt_root = out / "checkpoints"
     existing = sorted(ckpt_root.glob("step_*")) if ckpt_root.is_dir() else []
@@ -292,6 +294,9 @@ def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg:
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if state["step"] % cfg.save_every == 0 or state["step"] == total:
             _save_checkpoint(ckpt_root / f"step_{state['step']:06d}", peft_model, opt, names, params, state, lm.name)
+        if stop_after is not None and state["step"] >= stop_after:
+            bar.close()
+            return None
     bar.close()
     peft_model.eval()
     meta = {"config": asdict(cfg), "model": lm.name, "d_model": lm.d_model,

@@ -38,7 +38,8 @@ def _best_prompt(manifest, task):
 
 def evaluate_translator(manifest, translator_dir: Path | None, cache_dir: Path, device: str = "auto",
                         oracle_layers: str = "1-29:4", max_tasks: int | None = None, progress: bool = True,
-                        methods: tuple[str, ...] = METHODS) -> tuple[list[dict], dict]:
+                        methods: tuple[str, ...] = METHODS, profile_path: Path | None = None
+                        ) -> tuple[list[dict], dict]:
     """Rows (task x method) and a summary (kind x method -> mean, std) over the held-out tasks."""
     from soft2hard.models import load_model
 
@@ -48,7 +49,7 @@ def evaluate_translator(manifest, translator_dir: Path | None, cache_dir: Path, 
     if "translator" in methods:
         translated_lm = load_model(manifest.model, device=device, cache_dir=cache_dir)
         translator = load_translator(translated_lm, translator_dir or shipped_translator(manifest.model))
-    profile = Profile.load(find_profile(cache_dir, plain.name))
+    profile = Profile.load(profile_path or find_profile(cache_dir, plain.name))
     layers = parse_layers(oracle_layers)
     candidates = sorted({label for t in manifest.tasks if t.labels for label in t.labels})
     rows: list[dict] = []

@@ -1,0 +1,166 @@
+"""The learned translator on a tiny DoD: training, exact resume, translation, CLI contract, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from soft2hard.dod.manifest import Manifest
+from soft2hard.errors import Soft2HardError
+from soft2hard.interpret.selection import Profile
+from soft2hard.interpret.translator import (
+    TranslationExample,
+    TranslatorConfig,
+    batch_indices,
+    batch_loss,
+    load_translator,
+    train_translator,
+    training_examples,
+)
+from soft2hard.interpret.translator_eval import evaluate_translator, summarize
+from soft2hard.models import load_model
+from soft2hard.prompts import SoftPrompt
+
+CFG = dict(epochs=2, batch_size=2, save_every=2, lora_r=2, lora_alpha=4, warmup_steps=2)
+
+
+def fresh(model_dir):
+    return load_model(str(model_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_dod, tiny_llama_dir):
+    out = tmp_path_factory.mktemp("translator")
+    examples = training_examples(Manifest.load(tiny_dod), TranslatorConfig(**CFG))
+    train_translator(fresh(tiny_llama_dir), examples, TranslatorConfig(**CFG), out, progress=False)
+    return out
+
+
+def test_training_examples_take_every_checkpoint_of_training_tasks(tiny_dod):
+    m = Manifest.load(tiny_dod)
+    examples = training_examples(m, TranslatorConfig(**CFG))
+    train_tasks = m.split("train")
+    assert len(examples) == sum(len(t.prompts) for t in train_tasks)
+    assert {ex.task for ex in examples} == {t.name for t in train_tasks}
+    cues = {ex.task: ex.cue for ex in examples}
+    assert all(cues[t.name] == ("labels" if t.kind == "classification" else "instruction") for t in train_tasks)
+    best = training_examples(m, TranslatorConfig(**{**CFG, "prompts": "best"}))
+    assert len(best) == len(train_tasks)
+
+
+def test_batches_cover_each_epoch_once():
+    cfg = TranslatorConfig(**{**CFG, "batch_size": 3})
+    epoch = sorted(i for step in range(4) for i in batch_indices(10, step, cfg))
+    assert epoch == list(range(10))
+    assert batch_indices(10, 4, cfg) != batch_indices(10, 0, cfg) or batch_indices(10, 5, cfg) != batch_indices(10, 1, cfg)
+
+
+def _memorise(lm, epochs: int, lr: float):
+    """Train on two random prompts; returns (loss before, loss after, translation of the first)."""
+    import tempfile
+
+    from soft2hard.interpret.translator import apply_lora
+
+    gen = torch.Generator().manual_seed(0)
+    scale = float(lm.vocab_embeddings().float().std())
+    examples = [TranslationExample(torch.randn(4, lm.d_model, generator=gen) * scale, "instruction",
+                                   "Give the plural form.", "a"),
+                TranslationExample(torch.randn(4, lm.d_model, generator=gen) * scale, "labels", "fruit, animal", "b")]
+    cfg = TranslatorConfig(epochs=epochs, batch_size=2, lr=lr, lora_r=4, lora_alpha=8, warmup_steps=1,
+                           lora_dropout=0.0, save_every=1000)
+    with torch.no_grad():
+        peft_model = apply_lora(lm, cfg)
+        before = float(batch_loss(lm, examples, cfg))
+        peft_model.unload()  # back to the plain model: train_translator applies its own adapters
+    with tempfile.TemporaryDirectory() as tmp:
+        tr = train_translator(lm, examples, cfg, tmp, progress=False)
+        with torch.no_grad():
+            after = float(batch_loss(tr.lm, examples, cfg))
+        text = tr.translate([examples[0].prompt], cue="instruction")[0].text
+    return before, after, text
+
+
+def test_translator_loss_falls_on_a_tiny_model(tiny_llama_dir):
+    before, after, _ = _memorise(fresh(tiny_llama_dir), epochs=20, lr=1e-2)
+    assert after < before - 0.5  # a random 2-layer model's LM head keeps logits near uniform: a small drop
+
+
+@pytest.mark.slow
+def test_translator_memorises_references_on_smollm2(cache_dir):
+    lm = load_model("smollm2-135m", device="cpu", cache_dir=cache_dir)
+    before, after, text = _memorise(lm, epochs=30, lr=2e-3)
+    assert after < 0.2 < before
+    assert text == "Give the plural form."
+
+
+def test_trained_translator_files_and_translation(trained, tiny_dod, tiny_llama_dir):
+    meta = json.loads((trained / "translator.json").read_text())
+    assert meta["d_model"] == 64 and meta["n_tokens_seen"] == [4]
+    weights = load_file(str(trained / "adapter_model.safetensors"))
+    assert weights and all(t.dtype == torch.float16 for t in weights.values())
+    assert json.loads((trained / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    tr = load_translator(fresh(tiny_llama_dir), trained)
+    prompts = [x for _, _, x in Manifest.load(tiny_dod).iter_prompts()][:3]
+    descs = tr.translate(prompts)
+    assert len(descs) == 3 and all(isinstance(d.text, str) and d.method == "translator" for d in descs)
+    again = load_translator(fresh(tiny_llama_dir), trained).translate(prompts)
+    assert [d.text for d in descs] == [d.text for d in again]
+    with pytest.raises(Soft2HardError, match="width 32"):
+        tr.translate([torch.zeros(4, 32)])
+
+
+def test_interrupted_training_resumes_exactly(tmp_path, trained, tiny_dod, tiny_llama_dir):
+    examples = training_examples(Manifest.load(tiny_dod), TranslatorConfig(**CFG))
+    out = tmp_path / "t"
+    assert train_translator(fresh(tiny_llama_dir), examples, TranslatorConfig(**CFG), out, progress=False,
+                            stop_after=2) is None
+    assert not (out / "translator.json").exists()
+    with pytest.raises(Soft2HardError, match="--resume"):
+        train_translator(fresh(tiny_llama_dir), examples, TranslatorConfig(**CFG), out, progress=False)
+    train_translator(fresh(tiny_llama_dir), examples, TranslatorConfig(**CFG), out, resume=True, progress=False)
+    a = load_file(str(out / "adapter_model.safetensors"))
+    b = load_file(str(trained / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "soft2hard.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_translate_cli_json_and_errors(tmp_path, trained, tiny_dod, tiny_llama_dir):
+    m = Manifest.load(tiny_dod)
+    entry = m.tasks[0].prompts[0]
+    prompt_dir = m.resolve(entry)
+    proc = _cli("translate", prompt_dir, "--model", tiny_llama_dir, "--translator", trained, "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert isinstance(out["text"], str) and out["cue"] == "instruction"
+    other = SoftPrompt(torch.zeros(4, 64), model="gemma3-270m")
+    other.save(tmp_path / "other")
+    proc = _cli("translate", tmp_path / "other", "--model", tiny_llama_dir, "--translator", trained)
+    assert proc.returncode == 2 and "gemma3-270m" in proc.stderr and proc.stderr.count("\n") == 1
+    proc = _cli("translate", prompt_dir, "--model", tiny_llama_dir, "--translator", tmp_path)
+    assert proc.returncode == 2 and "not a soft2hard translator" in proc.stderr
+
+
+def test_eval_rows_and_summary(tmp_path, trained, tiny_dod, tiny_llama_dir):
+    m = Manifest.load(tiny_dod)
+    profile = Profile(model=str(tiny_llama_dir), pairs=[(1, 1)], metric="rouge_l", n_prompts=0,
+                      inspect={"max_new_tokens": 8})
+    profile.save(tmp_path / "profiles" / "p.json")
+    rows, summary = evaluate_translator(m, trained, tmp_path, device="cpu", oracle_layers="0-1", progress=False,
+                                        profile_path=tmp_path / "profiles" / "p.json")
+    held = m.split("heldout")
+    assert {r["task"] for r in rows} == {t.name for t in held}
+    assert {r["method"] for r in rows} == {"projection", "inspect_label_free", "inspect_oracle", "translator"}
+    for r in rows:
+        assert 0.0 <= r["rouge_l"] <= 1.0 and -1.0 <= r["cosine"] <= 1.0
+    kind = held[0].kind
+    assert summary[kind]["translator"]["n"] == len(held)
+    assert summarize(rows) == summary
