@@ -164,3 +164,23 @@ def test_eval_rows_and_summary(tmp_path, trained, tiny_dod, tiny_llama_dir):
     kind = held[0].kind
     assert summary[kind]["translator"]["n"] == len(held)
     assert summarize(rows) == summary
+
+
+def test_translate_reads_an_adapter_saved_by_peft(tmp_path, trained, tiny_llama_dir):
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    peft_model = get_peft_model(base, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    proc = _cli("translate", tmp_path / "adapter", "--model", tiny_llama_dir, "--translator", trained, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert isinstance(json.loads(proc.stdout)["text"], str)
+
+
+def test_hub_ids_of_builtin_models_are_the_same_model():
+    from soft2hard.models import canonical_model_name
+
+    assert canonical_model_name("HuggingFaceTB/SmolLM2-135M-Instruct") == "smollm2-135m"
+    assert canonical_model_name("gemma3-270m") == "gemma3-270m"
+    assert canonical_model_name("some/other-model") == "some/other-model"

@@ -136,6 +136,15 @@ def _build_dequantised_cache(spec: BuiltinModel, cache_dir: Path) -> Path:
     return target
 
 
+# Hub ids whose weights the built-in models carry: a PEFT adapter trained on one names it as its base model.
+HUB_ALIASES = {"huggingfacetb/smollm2-135m-instruct": "smollm2-135m", "google/gemma-3-270m": "gemma3-270m"}
+
+
+def canonical_model_name(name: str) -> str:
+    """The built-in name for a built-in model's hub id (case-insensitive); other names unchanged."""
+    return HUB_ALIASES.get(name.strip().lower(), name.strip())
+
+
 def model_path(name_or_path: str, cache_dir: Path | None = None) -> str:
     """Where ``from_pretrained`` should read ``name_or_path`` from (building the built-in cache if needed)."""
     cache_dir = cache_dir or default_cache_dir()

@@ -55,10 +55,11 @@ def _load_translator(args, lm):
 
 
 def cmd_translate(args) -> None:
+    from soft2hard.models import canonical_model_name
     from soft2hard.prompts import SoftPrompt
 
     prompt = SoftPrompt.load(args.prompt)
-    if prompt.model and args.model and prompt.model != args.model:
+    if prompt.model and canonical_model_name(prompt.model) != canonical_model_name(args.model):
         raise Soft2HardError(f"{args.prompt} was trained on {prompt.model!r}, but the translator reads prompts of "
                              f"{args.model!r}; translate it with a translator for {prompt.model!r}")
     lm = load_model_from_args(args)
