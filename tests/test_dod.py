@@ -12,13 +12,13 @@ import torch
 
 from soft2hard.dod import plan as planning
 from soft2hard.dod.bank import pack
-from soft2hard.dod.build import build, run_dir
+from soft2hard.dod.build import BuildConfig, build, run_dir
 from soft2hard.dod.manifest import Manifest
 from soft2hard.dod.references import reference_for, shorten
 from soft2hard.errors import Soft2HardError
 from soft2hard.tasks import get_task
 from soft2hard.tasks.base import Example, Task
-from tests.conftest import TASKS, tiny_config
+from tests.conftest import TASKS, TINY_TUNING, tiny_config
 
 # --- planning and references ---------------------------------------------------------------------------
 
@@ -185,3 +185,19 @@ def test_missing_prompt_file_and_truncated_manifest(tmp_path, tiny_dod):
                           text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "invalid JSON" in proc.stderr
+
+
+def test_distilled_kind_compresses_each_general_reference(tmp_path, tiny_llama_dir, cache_dir):
+    cfg = BuildConfig(model=str(tiny_llama_dir), tasks=("gen/plural", "gen/first_letter", "cat/fruit-animal"),
+                      kinds=("general", "classification", "distilled"), general_heldout=1, amp="none",
+                      tuning=TINY_TUNING)
+    m = build(tmp_path / "d", cfg, cache_dir, workers=0, progress=False)
+    distilled = [t for t in m.tasks if t.kind == "distilled"]
+    general = {t.name: t for t in m.tasks if t.kind == "general"}
+    assert sorted(t.name for t in distilled) == sorted("distilled/" + n for n in general)
+    for t in distilled:
+        source = general[t.name.removeprefix("distilled/")]
+        assert t.reference == source.reference and t.split == source.split and t.labels is None
+        metrics = json.loads((run_dir(tmp_path / "d", t.name, 0) / "metrics.json").read_text())
+        assert metrics["objective"] == "distill" and metrics["teacher_prompt"] == source.reference
+        assert "fidelity" in metrics

@@ -23,7 +23,7 @@ def add_parsers(sub) -> None:
     b = dsub.add_parser("build", help="train soft prompts for many tasks (Ray fan-out; rerun to resume)")
     b.add_argument("--out", type=Path, required=True, help="build folder (plan, runs, manifest.json)")
     b.add_argument("--model", default="smollm2-135m", help="source model (built-in name, directory or HF id)")
-    b.add_argument("--kinds", default="general,classification", help="general and/or classification")
+    b.add_argument("--kinds", default="general,classification", help="comma-separated: general, classification, distilled (instructions compressed by context distillation)")
     b.add_argument("--tasks", default=None, help="explicit comma-separated task names instead of the planned families")
     b.add_argument("--seeds", default="0", help="seeds per training task, e.g. 0,1,2 (held-out tasks use the first)")
     b.add_argument("--split-seed", type=int, default=0)

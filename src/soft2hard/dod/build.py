@@ -67,16 +67,20 @@ def run_dir(out: Path, task: str, seed: int) -> Path:
 
 
 def make_plan(cfg: BuildConfig, cache_dir: Path) -> list[planning.PlannedTask]:
-    planned: list[planning.PlannedTask] = []
     if cfg.tasks:
         planned = planning.plan_explicit(list(cfg.tasks), cache_dir, cfg.split_seed, cfg.general_heldout)
     else:
-        if "general" in cfg.kinds:
+        planned = []
+        if {"general", "distilled"} & set(cfg.kinds):
             planned += planning.plan_general(cache_dir, cfg.split_seed, cfg.general_heldout, cfg.general_max_tasks,
                                              max_input_chars=cfg.max_input_chars)
         if "classification" in cfg.kinds:
             planned += planning.plan_classification(cfg.split_seed, cfg.classification_train,
                                                     cfg.classification_heldout)
+    if "distilled" in cfg.kinds:  # distilled prompts of the general tasks' instructions, in their splits
+        planned += planning.plan_distilled(planned)
+    if "general" not in cfg.kinds:
+        planned = [t for t in planned if t.kind != "general"]
     planned = planning.drop_leaking_train_tasks(planned)
     leaks = planning.heldout_label_leaks(planned)
     assert not leaks, f"held-out labels leak into training: {leaks}"
@@ -169,15 +173,19 @@ class _Runner:
         self.model, self.cache_dir, self.amp = model, Path(cache_dir), amp
         self.lm = None
 
-    def run(self, task_name: str, seed: int, out: str, cfg_dict: dict, max_input_chars: int | None) -> str:
+    def run(self, task_name: str, seed: int, out: str, cfg_dict: dict, max_input_chars: int | None,
+            inputs: str | None = None, teacher_prompt: str | None = None) -> str:
         from soft2hard.models import load_model
         from soft2hard.tasks import get_task
         from soft2hard.tuning import tune
 
         if self.lm is None:
             self.lm = load_model(self.model, device="auto", cache_dir=self.cache_dir, amp=self.amp)
-        task = planning.restrict_inputs(get_task(task_name, self.cache_dir), max_input_chars)
-        tune(self.lm, task, TuningConfig(**{**cfg_dict, "seed": seed}), Path(out), resume=True, progress=False)
+        task = planning.restrict_inputs(get_task(inputs or task_name, self.cache_dir), max_input_chars)
+        cfg = {**cfg_dict, "seed": seed}
+        if teacher_prompt:  # a distilled prompt: compress the text, on the teacher's own continuations
+            cfg.update(objective="distill", teacher_prompt=teacher_prompt, distill_targets="teacher")
+        tune(self.lm, task, TuningConfig(**cfg), Path(out), resume=True, progress=False)
         return task_name
 
 
@@ -212,8 +220,8 @@ def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, addres
         bar.update(1)
         bar.set_postfix_str(name[-40:])
 
-    args = [(t.name, s, str(run_dir(out, t.name, s)), cfg.tuning_config(s).__dict__, cfg.max_input_chars)
-            for t, s in pending]
+    args = [(t.name, s, str(run_dir(out, t.name, s)), cfg.tuning_config(s).__dict__, cfg.max_input_chars, t.inputs,
+             t.teacher_prompt) for t, s in pending]
     if workers == 0:
         runner = _Runner(cfg.model, str(cache_dir), cfg.amp, None)
         for a in args:

@@ -1,11 +1,14 @@
 """Which tasks go into a dataset of datasets, with what reference, in which split.
 
-Two kinds (METHODS.md §4):
+Three kinds (METHODS.md §4; issue 9 adds the third):
   general         BIG-bench tasks (one subtask per parent; every Natural-Instructions subtask) and the
                   generated ``gen/*`` tasks; the reference is the task's instruction/description.
   classification  word-category tasks (``cat/...``) whose reference is the label set. The 48 categories are
                   split first: held-out label sets are drawn only from held-out categories, so no held-out label
                   ever appears in a training task.
+  distilled       context distillation of each general task's reference instruction on that task's inputs
+                  (teacher-forced on the teacher's own continuations, so no labels are used); the reference is
+                  the compressed text itself, and the split follows the source task's.
 The split is by *group* (a BIG-bench parent task, a Natural-Instructions source dataset, a category set), so
 near-identical subtasks never straddle train and held-out. Everything is seeded.
 """
@@ -22,7 +25,8 @@ from soft2hard.errors import Soft2HardError
 from soft2hard.tasks import bigbench, categories, generated
 from soft2hard.tasks.base import Task
 
-KINDS = ("general", "classification")
+KINDS = ("general", "classification", "distilled")
+DISTILLED_PREFIX = "distilled/"
 MAX_TARGET_CHARS = 100
 # parents whose subtasks are near-copies of one another in other languages/domains: keep the English one
 PREFERRED_SUBTASK = {"multiemo": "bigbench/multiemo/all_sentence_en"}
@@ -39,6 +43,8 @@ class PlannedTask:
     reference: str
     reference_source: str
     labels: tuple[str, ...] | None = None
+    inputs: str | None = None  # the task whose inputs a distilled prompt is trained on (default: name)
+    teacher_prompt: str | None = None  # distilled kind: the text the soft prompt compresses
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -174,3 +180,10 @@ def plan_explicit(names: list[str], cache_dir: Path, seed: int = 0, heldout: int
     if len({t.group for t in planned}) <= heldout:
         raise Soft2HardError(f"{len(planned)} tasks cannot leave {heldout} held out and some for training")
     return split_groups(planned, heldout, seed, "explicit")
+
+
+def plan_distilled(general: list[PlannedTask]) -> list[PlannedTask]:
+    """One distilled prompt per general task: teacher = its reference text, inputs = its inputs, same split."""
+    return [replace(t, name=DISTILLED_PREFIX + t.name, kind="distilled", inputs=t.name, teacher_prompt=t.reference,
+                    reference_source=f"distilled:{t.reference_source}", labels=None)
+            for t in general if t.kind == "general"]
