@@ -1,0 +1,108 @@
+"""How good is a text interpretation of a soft prompt? Faithfulness and scrutability (Patel et al. 2025).
+
+* **Faithfulness**: does the text make the model behave like the soft prompt? For classification, compare
+  the model's distributions over the label set with the soft prompt and with the text before each input
+  (agreement of the argmax labels, mean KL(soft || text)); for generation, agreement of greedy outputs and the
+  mean per-token KL teacher-forced on the task targets (``distill.fidelity``, with the text as the teacher).
+* **Scrutability**: can a reader follow the text? Proxied by its perplexity under a reference LM (lower reads
+  better), the share of dictionary-like words, and flags for degenerate prompts (repeated tokens, special
+  tokens, non-words) that a perplexity objective can collapse to.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from soft2hard.distill import fidelity, teacher_context
+from soft2hard.lm import LanguageModel
+from soft2hard.tasks.base import Example, Task
+
+_WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
+_VOWELS = set("aeiouy")
+
+
+@torch.no_grad()
+def label_distributions(lm: LanguageModel, task: Task, examples: Sequence[Example], prompt: torch.Tensor | None = None,
+                        text: str | None = None, batch_size: int = 16) -> torch.Tensor:
+    """(N, L) probabilities over the task's labels, given a soft prompt, a text before the input, or neither."""
+    assert task.labels is not None, "label distributions need a classification task"
+    labels = list(task.labels)
+    contexts = [task.format_input(ex.input) for ex in examples]
+    if text is not None:
+        contexts = [teacher_context(text, c) for c in contexts]
+    pairs = [(c, task.format_target(lab)) for c in contexts for lab in labels]
+    scores = []
+    for i in range(0, len(pairs), batch_size):
+        chunk = pairs[i:i + batch_size]
+        total, _ = lm.target_logprobs(prompt, [c for c, _ in chunk], [t for _, t in chunk])
+        scores.append(total.float().cpu())
+    return torch.cat(scores).view(len(examples), len(labels)).softmax(-1)
+
+
+def faithfulness(lm: LanguageModel, prompt: torch.Tensor, text: str, task: Task, examples: Sequence[Example],
+                 batch_size: int = 16) -> dict[str, float]:
+    """Agreement and mean KL between the model with the soft prompt and the model with ``text`` instead."""
+    if task.labels is None:
+        return fidelity(lm, prompt, text, task, examples, batch_size)  # text = teacher, soft prompt = student
+    p = label_distributions(lm, task, examples, prompt=prompt, batch_size=batch_size)
+    q = label_distributions(lm, task, examples, text=text, batch_size=batch_size)
+    kl = (p * (p.clamp_min(1e-12).log() - q.clamp_min(1e-12).log())).sum(-1)
+    return {"agreement": float((p.argmax(-1) == q.argmax(-1)).float().mean()), "mean_kl": float(kl.mean())}
+
+
+@torch.no_grad()
+def perplexity(lm: LanguageModel, text: str) -> float:
+    """exp(mean next-token NLL) of ``text`` under ``lm`` (each token given BOS/previous tokens)."""
+    ids = lm.encode(text, special=False)
+    bos = lm.tokenizer.bos_token_id
+    if bos is None:
+        bos = lm.tokenizer.eos_token_id
+    seq = torch.tensor([[bos] + ids], device=lm.device)
+    if not ids:
+        return float("inf")
+    out = lm._decode(lm.embed(seq), torch.ones_like(seq), use_cache=False)
+    logits = lm.logits_from_hidden(out.last_hidden_state[0, :-1])
+    return math.exp(float(F.cross_entropy(logits, seq[0, 1:])))
+
+
+def word_validity(text: str, vocabulary: set[str] | None = None) -> float:
+    """Share of whitespace-separated chunks that look like words: letters only, with a vowel, no run of 5
+    consonants (or, when ``vocabulary`` is given, present in it). 0.0 for a text with no chunks."""
+    chunks = text.split()
+    if not chunks:
+        return 0.0
+
+    def ok(chunk: str) -> bool:
+        word = chunk.strip(".,;:!?\"'()[]").lower()
+        if not word or not _WORD.fullmatch(word):
+            return False
+        if vocabulary is not None:
+            return word in vocabulary
+        return bool(_VOWELS & set(word)) and not re.search(r"[^aeiouy']{5}", word)
+
+    return sum(ok(c) for c in chunks) / len(chunks)
+
+
+def degenerate_flags(lm: LanguageModel, ids: Sequence[int], text: str, min_validity: float = 0.5) -> list[str]:
+    """Why a hard prompt looks degenerate: 'repeated' (one token fills half or more), 'special' (a special
+    token), 'non-words' (fewer than ``min_validity`` of its chunks look like words). Empty when it looks fine."""
+    flags = []
+    if ids and max(ids.count(i) for i in set(ids)) * 2 >= len(ids) and len(ids) > 1:
+        flags.append("repeated")
+    if set(ids) & set(lm.tokenizer.all_special_ids):
+        flags.append("special")
+    if word_validity(text) < min_validity:
+        flags.append("non-words")
+    return flags
+
+
+def scrutability(lm: LanguageModel, text: str, ids: Sequence[int] | None = None) -> dict:
+    """Perplexity, word validity and degeneracy flags of a text prompt, in one dict (a results-table cell)."""
+    ids = list(ids) if ids is not None else lm.encode(text, special=False)
+    return {"perplexity": perplexity(lm, text), "word_validity": word_validity(text),
+            "degenerate": degenerate_flags(lm, ids, text)}
