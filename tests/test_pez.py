@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import soft2hard.optimize.pez as pez
+from soft2hard import runs
 from soft2hard.errors import Soft2HardError
 from soft2hard.optimize import PezConfig, optimize_pez, project_straight_through
 from soft2hard.tasks.base import Example, Task
@@ -114,7 +115,7 @@ def test_interrupted_run_resumes_bit_identically(tiny_llama, cls_task, tmp_path,
     assert not (tmp_path / "crash" / "result.json").exists()
     resumed = optimize_pez(tiny_llama, cls_task, cfg, tmp_path / "crash", resume=True, progress=False)
     assert resumed == full
-    last = lambda run: pez.load_file(str(pez._checkpoints(tmp_path / run)[-1] / pez.TENSORS_NAME))  # noqa: E731
+    last = lambda run: pez.load_file(str(runs.checkpoints(tmp_path / run, pez.STATE_NAME)[-1] / pez.TENSORS_NAME))  # noqa: E731
     a, b = last("full"), last("crash")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # P + Adafactor state
 

@@ -59,10 +59,7 @@ def faithfulness(lm: LanguageModel, prompt: torch.Tensor, text: str, task: Task,
 def perplexity(lm: LanguageModel, text: str) -> float:
     """exp(mean next-token NLL) of ``text`` under ``lm`` (each token given BOS/previous tokens)."""
     ids = lm.encode(text, special=False)
-    bos = lm.tokenizer.bos_token_id
-    if bos is None:
-        bos = lm.tokenizer.eos_token_id
-    seq = torch.tensor([[bos] + ids], device=lm.device)
+    seq = torch.tensor([[lm.bos_id] + ids], device=lm.device)
     if not ids:
         return float("inf")
     out = lm._decode(lm.embed(seq), torch.ones_like(seq), use_cache=False)

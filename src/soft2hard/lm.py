@@ -55,6 +55,12 @@ class LanguageModel:
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         return int(pad if pad is not None else 0)
 
+    @property
+    def bos_id(self) -> int:
+        """The token a free-standing sequence starts from: BOS, or EOS for tokenizers without a BOS."""
+        bos = self.tokenizer.bos_token_id
+        return int(bos if bos is not None else self.tokenizer.eos_token_id)
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids -> input embeddings, embedding multiplier included. (..., T) -> (..., T, D)"""
         return self.model.get_input_embeddings()(ids.to(self.device))

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from soft2hard import atomic
+from soft2hard import atomic, runs
 from soft2hard.distill import distill_loss, fidelity, teacher_continuations
 from soft2hard.errors import Soft2HardError
 from soft2hard.lm import LanguageModel
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 INITS = ("vocab", "random", "text")
 OBJECTIVES = ("task", "distill")
 DISTILL_TARGETS = ("task", "teacher")
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = runs.CHECKPOINT_DIR
 STATE_NAME = "trainer_state.json"
 OPTIMIZER_NAME = "optimizer.safetensors"
 
@@ -148,16 +148,9 @@ class TuningResult:
     metrics: dict
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    root = out / CHECKPOINT_DIR
-    if not root.exists():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / STATE_NAME).exists())
-
-
 def _save_checkpoint(out: Path, step: int, prompt: torch.Tensor, opt: torch.optim.Optimizer, state: dict,
                      model_name: str, meta: dict) -> None:
-    target = out / CHECKPOINT_DIR / f"step_{step:06d}"
+    target = runs.checkpoint_dir(out, step)
     with atomic.directory(target) as tmp:
         SoftPrompt(prompt.detach().cpu().clone(), model_name, {**meta, "step": step}).save(tmp / "prompt")
         st = opt.state[opt.param_groups[0]["params"][0]]
@@ -192,20 +185,7 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
     val = splits.validation[: cfg.max_eval_examples]
     test = splits.test[: cfg.max_test_examples]
     resolved = {"model": lm.name, "task": task.name, **asdict(cfg)}
-    existing = _checkpoints(out)
-    if existing and not resume and not overwrite:
-        raise Soft2HardError(f"{out} already holds a tuning run; pass --resume to continue or --overwrite to restart")
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    if resume and (out / "config.json").exists():
-        old = json.loads((out / "config.json").read_text())
-        changed = [k for k in resolved if k not in ("steps", "eval_every") and old.get(k) != resolved[k]]
-        if changed:
-            raise Soft2HardError(f"--resume with different settings than {out}/config.json: {', '.join(changed)}")
-    out.mkdir(parents=True, exist_ok=True)
-    for d in (out, out / CHECKPOINT_DIR, out / ".final"):
-        atomic.remove_stale(d)  # temporaries of a killed earlier run
-    atomic.write_json(out / "config.json", resolved)
+    existing = runs.prepare(out, resolved, "a tuning run", STATE_NAME, resume, overwrite, scratch=(".final",))
 
     torch.manual_seed(cfg.seed)
     prompt = torch.nn.Parameter(initial_prompt(lm, cfg).to(lm.device))  # (n, D) fp32 master copy
@@ -214,7 +194,7 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
 
     state = {"step": 0, "losses": [], "validation": [], "best_validation": None, "best_step": None,
              "train_seconds": 0.0, "tokens": 0}
-    if resume and existing:
+    if existing:
         state = _load_checkpoint(existing[-1], prompt, opt)
         logger.info("resumed from %s (step %d)", existing[-1].name, state["step"])
     if "baseline_score" not in state:
@@ -262,7 +242,7 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
             _save_checkpoint(out, step, prompt, opt, state, lm.name, meta)
     bar.close()
 
-    best_ckpt = out / CHECKPOINT_DIR / f"step_{state['best_step']:06d}" / "prompt"
+    best_ckpt = runs.checkpoint_dir(out, state["best_step"]) / "prompt"
     best = SoftPrompt.load(best_ckpt).tensor
     test_score = score(lm, best.to(lm.device), task, test, cfg.eval_batch_size)
     metrics = {

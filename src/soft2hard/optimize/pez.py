@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from soft2hard import atomic
+from soft2hard import atomic, runs
 from soft2hard.errors import Soft2HardError
 from soft2hard.faithfulness import scrutability
 from soft2hard.lm import LanguageModel
@@ -38,7 +37,6 @@ from soft2hard.tuning import batch_for_step, batch_loss
 logger = logging.getLogger(__name__)
 
 INITS = ("labels", "vocab")
-CHECKPOINT_DIR = "checkpoints"
 STATE_NAME = "state.json"
 TENSORS_NAME = "pez.safetensors"
 RESULT_NAME = "result.json"
@@ -95,15 +93,10 @@ def project_straight_through(prompt: torch.Tensor, vocab: torch.Tensor, inv_norm
     return vocab[ids].to(prompt.dtype) + (prompt - prompt.detach()), ids
 
 
-def bos_id(lm: LanguageModel) -> int:
-    tok = lm.tokenizer
-    return int(tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id)
-
-
 def prompt_nll(lm: LanguageModel, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Mean next-token NLL of a prompt (first token given BOS), run on ``embeds`` (n, D) so that the gradient
     reaches them; ``ids`` (n,) are the tokens that ``embeds`` stand for."""
-    bos = lm.embed(torch.tensor([bos_id(lm)], device=lm.device))  # (1, D)
+    bos = lm.embed(torch.tensor([lm.bos_id], device=lm.device))  # (1, D)
     seq = torch.cat([bos, embeds.to(device=lm.device, dtype=bos.dtype)])[None]  # (1, n+1, D)
     out = lm._decode(seq, torch.ones(seq.shape[:2], dtype=torch.long, device=lm.device), use_cache=False)
     logits = lm.logits_from_hidden(out.last_hidden_state[0, :-1])  # (n, V): position i predicts token i
@@ -147,18 +140,11 @@ def initial_prompt(lm: LanguageModel, task: Task, train: tuple[Example, ...], cf
     return vocab[torch.as_tensor(ids, device=vocab.device)].float().clone()
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    root = out / CHECKPOINT_DIR
-    if not root.exists():
-        return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / STATE_NAME).exists())
-
-
 def _save_checkpoint(out: Path, prompt: torch.Tensor, opt: torch.optim.Optimizer, state: dict) -> None:
     tensors = {"prompt": prompt.detach()}
     for k, v in opt.state[prompt].items():  # Adafactor: step, row_var, col_var
         tensors[f"opt.{k}"] = torch.as_tensor(v).reshape(-1) if k == "step" else v
-    with atomic.directory(out / CHECKPOINT_DIR / f"step_{state['step']:06d}") as tmp:
+    with atomic.directory(runs.checkpoint_dir(out, state["step"])) as tmp:
         atomic.save_tensors(tmp / TENSORS_NAME, tensors)
         atomic.write_json(tmp / STATE_NAME, state)
 
@@ -188,21 +174,7 @@ def optimize_pez(lm: LanguageModel, task: Task, cfg: PezConfig, out: Path, resum
     splits = task.splits(seed=cfg.seed, max_examples=cfg.max_train_examples)
     val, test = splits.validation[: cfg.max_eval_examples], splits.test[: cfg.max_test_examples]
     resolved = {"method": "pez", "model": lm.name, "task": task.name, **asdict(cfg)}
-    existing = _checkpoints(out)
-    if (existing or (out / RESULT_NAME).exists()) and not resume and not overwrite:
-        raise Soft2HardError(f"{out} already holds a PEZ run; pass --resume to continue or --overwrite to restart")
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-        existing = []
-    if resume and (out / "config.json").exists():
-        old = json.loads((out / "config.json").read_text())
-        changed = [k for k in resolved if k not in ("steps", "eval_every") and old.get(k) != resolved[k]]
-        if changed:
-            raise Soft2HardError(f"--resume with different settings than {out}/config.json: {', '.join(changed)}")
-    out.mkdir(parents=True, exist_ok=True)
-    for d in (out, out / CHECKPOINT_DIR):
-        atomic.remove_stale(d)  # temporaries of a killed earlier run
-    atomic.write_json(out / "config.json", resolved)
+    existing = runs.prepare(out, resolved, "a PEZ run", STATE_NAME, resume, overwrite, result_name=RESULT_NAME)
 
     emb = lm.vocab_embeddings()
     vocab = emb[: min(len(lm.tokenizer), emb.shape[0])]  # rows past the tokenizer decode to nothing
