@@ -21,6 +21,20 @@ hf_logging.set_verbosity_error()
 hf_logging.disable_progress_bar()
 
 
+def interrupt_on_call(monkeypatch, module, name: str, call: int) -> None:
+    """Make ``module.name`` raise KeyboardInterrupt on its ``call``-th call (an interruption mid-run);
+    ``monkeypatch.undo()`` or a later ``setattr`` restores it."""
+    real, calls = getattr(module, name), {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, interrupted)
+
+
 def user_cache_dir() -> Path:
     env = os.environ.get("SOFT2HARD_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "soft2hard"

@@ -9,6 +9,7 @@ from soft2hard.distill import distill_loss, fidelity, teacher_context
 from soft2hard.errors import Soft2HardError
 from soft2hard.tasks.base import Example, Task
 from soft2hard.tuning import TuningConfig, tune
+from tests.conftest import interrupt_on_call
 
 WORDS = "apple banana cherry dog eagle frog grape house igloo jelly kite lemon mango nest olive piano".split()
 TEACHER = "Repeat the first letter of the word."
@@ -46,18 +47,10 @@ def test_distillation_lowers_kl_and_resumes(tiny_llama, task, tmp_path, monkeypa
     m = full.metrics
     assert m["objective"] == "distill" and {"agreement", "mean_kl"} <= set(m["fidelity"])
     assert full.prompt.metadata["teacher_prompt"] == TEACHER
-    real, calls = tuning.distill_loss, {"n": 0}
-
-    def crashing(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(tuning, "distill_loss", crashing)
+    interrupt_on_call(monkeypatch, tuning, "distill_loss", 4)
     with pytest.raises(KeyboardInterrupt):
         tune(tiny_llama, task, cfg, tmp_path / "crash", progress=False)
-    monkeypatch.setattr(tuning, "distill_loss", real)
+    monkeypatch.undo()
     resumed = tune(tiny_llama, task, cfg, tmp_path / "crash", resume=True, progress=False)
     assert torch.equal(full.prompt.tensor, resumed.prompt.tensor)
 
@@ -112,18 +105,10 @@ def test_distillation_on_teacher_continuations_ignores_labels_and_resumes(tiny_l
     by_task = tune(tiny_llama, task, TuningConfig(**{**cfg.__dict__, "distill_targets": "task"}), tmp_path / "task",
                    progress=False)
     assert not torch.equal(full.prompt.tensor, by_task.prompt.tensor)
-    real, calls = tuning.distill_loss, {"n": 0}
-
-    def crashing(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(tuning, "distill_loss", crashing)
+    interrupt_on_call(monkeypatch, tuning, "distill_loss", 4)
     with pytest.raises(KeyboardInterrupt):
         tune(tiny_llama, task, cfg, tmp_path / "crash", progress=False)
-    monkeypatch.setattr(tuning, "distill_loss", real)
+    monkeypatch.undo()
     resumed = tune(tiny_llama, task, cfg, tmp_path / "crash", resume=True, progress=False)
     assert torch.equal(full.prompt.tensor, resumed.prompt.tensor)
 

@@ -11,6 +11,7 @@ from soft2hard import runs
 from soft2hard.errors import Soft2HardError
 from soft2hard.optimize import PezConfig, optimize_pez, project_straight_through
 from soft2hard.tasks.base import Example, Task
+from tests.conftest import interrupt_on_call
 
 WORDS = ("apple banana cherry dog eagle frog grape house igloo jelly kite lemon mango nest olive piano queen "
          "river snake tiger umbrella violin whale xylophone yacht zebra").split()
@@ -100,18 +101,10 @@ def test_generation_task_and_vocab_init(tiny_llama, gen_task, tmp_path):
 def test_interrupted_run_resumes_bit_identically(tiny_llama, cls_task, tmp_path, monkeypatch):
     cfg = _cfg(init="vocab", fluency_weight=0.3)
     full = optimize_pez(tiny_llama, cls_task, cfg, tmp_path / "full", progress=False)
-    real, calls = pez.pez_loss, {"n": 0}
-
-    def crashing(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 4:  # after the step-2 checkpoint, mid-way between evals
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(pez, "pez_loss", crashing)
+    interrupt_on_call(monkeypatch, pez, "pez_loss", 4)  # after the step-2 checkpoint, mid-way between evals
     with pytest.raises(KeyboardInterrupt):
         optimize_pez(tiny_llama, cls_task, cfg, tmp_path / "crash", progress=False)
-    monkeypatch.setattr(pez, "pez_loss", real)
+    monkeypatch.undo()
     assert not (tmp_path / "crash" / "result.json").exists()
     resumed = optimize_pez(tiny_llama, cls_task, cfg, tmp_path / "crash", resume=True, progress=False)
     assert resumed == full

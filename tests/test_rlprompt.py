@@ -23,6 +23,7 @@ from soft2hard.optimize.rlprompt import (
     zscore,
 )
 from soft2hard.tasks.base import Example, Task
+from tests.conftest import interrupt_on_call
 
 WORDS = ["apple", "dog", "pear", "cat", "plum", "cow", "fig", "owl", "kiwi", "fox", "lime", "bee",
          "peach", "hen", "grape", "pig", "melon", "rat", "date", "elk"]
@@ -103,18 +104,10 @@ def test_run_determinism_and_resume(tiny_llama, tmp_path, monkeypatch):
     b = optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "b", progress=False)
     assert b["ids"] == a["ids"]
 
-    real, calls = rlprompt.train_step, []
-
-    def flaky(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 4:  # step 3: after the checkpoint at step 2
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(rlprompt, "train_step", flaky)
+    interrupt_on_call(monkeypatch, rlprompt, "train_step", 4)  # step 3: after the checkpoint at step 2
     with pytest.raises(KeyboardInterrupt):
         optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "c", progress=False)
-    monkeypatch.setattr(rlprompt, "train_step", real)
+    monkeypatch.undo()
     c = optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "c", resume=True, progress=False)
     strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
     assert strip(c) == strip(a)
