@@ -98,7 +98,7 @@ def test_run_determinism_and_resume(tiny_llama, tmp_path, monkeypatch):
     a = optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "a", progress=False)
     saved = json.loads((tmp_path / "a" / "result.json").read_text())
     assert len(saved["ids"]) == 3 and isinstance(saved["text"], str)
-    assert saved["ids"] == a["ids"] and 0.0 <= saved["test_accuracy"] <= 1.0 and len(saved["history"]) == 4
+    assert saved["ids"] == a["ids"] and 0.0 <= saved["test_score"] <= 1.0 and len(saved["history"]) == 4
     with pytest.raises(Soft2HardError, match="already holds"):
         optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "a", progress=False)
     b = optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "b", progress=False)

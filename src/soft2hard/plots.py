@@ -35,3 +35,32 @@ def layer_heatmap(descriptions: list[Description], path: Path, title: str = "", 
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def sweep_plot(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Task score, faithfulness agreement (when measured) and log-perplexity against the interpretability weight;
+    degenerate prompts are marked with an x."""
+    weights = [r["weight"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    ax.plot(weights, [r["test_score"] for r in rows], "o-", label="test score")
+    if any("faithfulness_agreement" in r for r in rows):
+        ax.plot(weights, [r.get("faithfulness_agreement", np.nan) for r in rows], "s--", label="agreement with soft prompt")
+    ax.set_xlabel("interpretability weight")
+    ax.set_ylabel("score")
+    ax.set_ylim(-0.02, 1.02)
+    ax2 = ax.twinx()
+    ax2.plot(weights, [np.log(r["perplexity"]) for r in rows], "^:", color="tab:red", label="log perplexity")
+    ax2.set_ylabel("log perplexity", color="tab:red")
+    for r in rows:
+        if r["degenerate"]:
+            ax2.plot([r["weight"]], [np.log(r["perplexity"])], "x", color="black", markersize=10)
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="best")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

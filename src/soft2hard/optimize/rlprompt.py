@@ -309,7 +309,8 @@ def optimize_rlprompt(lm: LanguageModel, task: Task, cfg: RLPromptConfig, out: P
     result = {
         "method": "rlprompt", "model": lm.name, "task": task.name, "seed": cfg.seed,
         "prompt_length": cfg.prompt_length, "steps": cfg.steps, "ids": best["ids"], "text": best["text"],
-        "best_step": best["step"], "validation_accuracy": best["accuracy"], "test_accuracy": test_acc,
+        "best_step": best["step"], "validation_score": best["accuracy"], "test_score": test_acc,
+        "metric": "accuracy",
         "perplexity": scrut["perplexity"], "word_validity": scrut["word_validity"], "degenerate": scrut["degenerate"],
         "perplexity_weight": cfg.perplexity_weight, "top_k": cfg.top_k, "n_train": len(splits.train),
         "n_validation": len(val), "n_test": len(test), "train_seconds": round(state["train_seconds"], 2),

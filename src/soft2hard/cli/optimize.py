@@ -1,0 +1,90 @@
+"""CLI: ``optimize --method pez|rlprompt`` (one run, or ``--sweep`` over the interpretability weight)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from soft2hard.cli.common import add_model_args, cache_dir, load_model_from_args
+from soft2hard.errors import Soft2HardError
+
+
+def add_parsers(sub) -> None:
+    o = sub.add_parser("optimize", help="optimize an interpretable hard prompt directly (PEZ or RLPrompt)")
+    o.add_argument("--method", required=True, choices=["pez", "rlprompt"])
+    add_model_args(o)
+    o.add_argument("--task", required=True, help="task name or JSONL/CSV file (RLPrompt: classification only)")
+    o.add_argument("--out", type=Path, required=True)
+    o.add_argument("--tokens", type=int, default=None, help="prompt length (default: PEZ 10, RLPrompt 5)")
+    o.add_argument("--steps", type=int, default=None, help="optimizer steps (default: PEZ 200, RLPrompt 1000)")
+    o.add_argument("--eval-every", type=int, default=None)
+    o.add_argument("--weight", type=float, default=0.0,
+                   help="interpretability weight: PEZ fluency weight w in [0,1], RLPrompt perplexity penalty lambda")
+    o.add_argument("--sweep", default=None, help="comma-separated weights: one run each, then a table and a plot")
+    o.add_argument("--soft-prompt", type=Path, default=None,
+                   help="a soft prompt for the same task: the sweep reports faithfulness to it")
+    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--resume", action="store_true")
+    o.add_argument("--overwrite", action="store_true")
+    o.add_argument("--quiet", action="store_true")
+    o.add_argument("--json", action="store_true")
+
+
+def _config(args):
+    from soft2hard.optimize import PezConfig, RLPromptConfig
+
+    common = {"seed": args.seed}
+    if args.steps is not None:
+        common["steps"] = args.steps
+    if args.eval_every is not None:
+        common["eval_every"] = args.eval_every
+    if args.method == "pez":
+        return PezConfig(**common, fluency_weight=args.weight, **({"n_tokens": args.tokens} if args.tokens else {}))
+    return RLPromptConfig(**common, perplexity_weight=args.weight,
+                          **({"prompt_length": args.tokens} if args.tokens else {}))
+
+
+def _weights(spec: str) -> list[float]:
+    try:
+        weights = [float(x) for x in spec.split(",") if x.strip()]
+    except ValueError:
+        raise Soft2HardError(f"--sweep takes comma-separated numbers, got {spec!r}") from None
+    if not weights:
+        raise Soft2HardError("--sweep needs at least one weight")
+    return weights
+
+
+def cmd_optimize(args) -> None:
+    from soft2hard.optimize.sweep import run_one, run_sweep
+    from soft2hard.prompts import SoftPrompt
+    from soft2hard.tasks import get_task
+
+    cfg = _config(args)  # validates before any loading
+    weights = _weights(args.sweep) if args.sweep else None
+    if weights is not None:
+        for w in weights:  # each weight must be valid for the method before the first run starts
+            _config(type(args)(**{**vars(args), "weight": w}))
+    task = get_task(args.task, cache_dir=cache_dir(args))
+    soft = SoftPrompt.load(args.soft_prompt).tensor if args.soft_prompt else None
+    lm = load_model_from_args(args)
+    if soft is not None:
+        lm.check_prompt(soft)
+    if weights is not None:
+        rows = run_sweep(lm, task, args.method, weights, cfg, args.out, soft_prompt=soft, progress=not args.quiet)
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print((args.out / "sweep.md").read_text())
+            print(f"wrote {args.out}/sweep.json, sweep.md and sweep.png")
+        return
+    result = run_one(lm, task, args.method, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+                     progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    flags = ", ".join(result["degenerate"]) or "none"
+    print(f"{task.name}: {result['text']!r}\n  {result['metric']} {result['test_score']:.3f} (test), perplexity "
+          f"{result['perplexity']:.1f}, word validity {result['word_validity']:.2f}, degenerate: {flags}")
+
+
+COMMANDS = {"optimize": cmd_optimize}

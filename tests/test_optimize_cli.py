@@ -1,0 +1,49 @@
+"""``soft2hard optimize``: single runs of both methods, the sweep table/plot, and one-line errors."""
+
+import json
+
+import torch
+
+from soft2hard.cli import main
+from soft2hard.prompts import SoftPrompt
+
+
+def test_pez_sweep_writes_table_plot_and_faithfulness(tmp_path, tiny_llama_dir, capsys):
+    SoftPrompt(torch.randn(3, 64) * 0.02, model=str(tiny_llama_dir)).save(tmp_path / "soft")
+    code = main(["optimize", "--method", "pez", "--model", str(tiny_llama_dir), "--task", "gen/number_parity",
+                 "--out", str(tmp_path / "sweep"), "--tokens", "3", "--steps", "2", "--eval-every", "2",
+                 "--sweep", "0,1", "--soft-prompt", str(tmp_path / "soft"), "--quiet"])
+    assert code == 0
+    out = capsys.readouterr().out
+    rows = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [r["weight"] for r in rows] == [0.0, 1.0]
+    for r in rows:
+        assert len(r["ids"]) == 3 and r["perplexity"] > 1
+        assert 0 <= r["faithfulness_agreement"] <= 1 and r["faithfulness_mean_kl"] >= 0
+    assert (tmp_path / "sweep" / "sweep.png").stat().st_size > 1000
+    assert "| weight |" in out and (tmp_path / "sweep" / "w_1" / "result.json").exists()
+    # a rerun reuses the finished runs
+    assert main(["optimize", "--method", "pez", "--model", str(tiny_llama_dir), "--task", "gen/number_parity",
+                 "--out", str(tmp_path / "sweep"), "--tokens", "3", "--steps", "2", "--eval-every", "2",
+                 "--sweep", "0,1", "--quiet", "--json"]) == 0
+    assert [r["text"] for r in json.loads(capsys.readouterr().out)] == [r["text"] for r in rows]
+
+
+def test_rlprompt_single_run(tmp_path, tiny_llama_dir, capsys):
+    code = main(["optimize", "--method", "rlprompt", "--model", str(tiny_llama_dir), "--task", "gen/number_parity",
+                 "--out", str(tmp_path / "rl"), "--tokens", "2", "--steps", "2", "--eval-every", "2", "--weight",
+                 "0.5", "--quiet", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["method"] == "rlprompt" and len(result["ids"]) == 2 and result["metric"] == "accuracy"
+
+
+def test_bad_optimize_input_is_one_line(tmp_path, tiny_llama_dir, capsys):
+    for argv, msg in [(["--sweep", "0,x"], "comma-separated numbers"), (["--weight", "2"], "fluency_weight"),
+                      (["--sweep", "0,1.5"], "fluency_weight")]:
+        code = main(["optimize", "--method", "pez", "--task", "gen/plural", "--out", str(tmp_path / "x"), *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and msg in err and err.count("\n") == 1
+    code = main(["optimize", "--method", "rlprompt", "--model", str(tiny_llama_dir), "--task", "gen/plural",
+                 "--out", str(tmp_path / "y"), "--steps", "1", "--quiet"])
+    assert code == 2 and "classification" in capsys.readouterr().err
