@@ -13,6 +13,15 @@ import numpy as np  # noqa: E402
 from soft2hard.interpret.base import Description  # noqa: E402
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def layer_heatmap(descriptions: list[Description], path: Path, title: str = "", metric: str = "score") -> Path:
     """Score of each (source, target) pair as a heatmap; sources on y, targets on x."""
     scored = [d for d in descriptions if d.layers is not None and d.score is not None]
@@ -29,12 +38,7 @@ def layer_heatmap(descriptions: list[Description], path: Path, title: str = "", 
     ax.set_ylabel("source layer (read)")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label=metric)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def sweep_plot(rows: list[dict], path: Path, title: str = "") -> Path:
@@ -58,9 +62,4 @@ def sweep_plot(rows: list[dict], path: Path, title: str = "") -> Path:
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="best")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
