@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from soft2hard.cli import dod, interpret, optimize, translator
+from soft2hard.cli import bias, dod, interpret, optimize, translator
 from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args
 from soft2hard.errors import Soft2HardError
 
@@ -87,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     dod.add_parsers(sub)
     translator.add_parsers(sub)
     optimize.add_parsers(sub)
+    bias.add_parsers(sub)
 
     demo = sub.add_parser("demo", help="the end-to-end demo on the built-in offline model and task")
     add_model_args(demo)
@@ -232,7 +233,8 @@ def cmd_demo(args) -> None:
 
 COMMANDS = {"models": cmd_models, "tasks": cmd_tasks, "tune": cmd_tune, "info": cmd_info, "score": cmd_score,
             "demo": cmd_demo, **interpret.COMMANDS, **dod.COMMANDS,
-            **translator.COMMANDS, **optimize.COMMANDS}
+            **translator.COMMANDS, **optimize.COMMANDS,
+            **bias.COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:
