@@ -1,0 +1,60 @@
+"""The API target against a real OpenAI-compatible server on 127.0.0.1: llama.cpp serving Gemma3-270M's GGUF.
+
+Bounded in time (each request has a timeout; the server is killed at the end of the session)."""
+
+import importlib.util
+
+import pytest
+
+from soft2hard.errors import Soft2HardError
+from soft2hard.serving import LlamaServer, gguf_path, is_ready
+from soft2hard.targets import APITarget
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                reason="llama-cpp-python is not installed (scripts/install.sh builds it)")
+PROMPTS = [f"Input: {w}\nOutput:" for w in ("cat", "dog", "house", "tree", "river", "apple")]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, cache_dir):
+    log = tmp_path_factory.mktemp("server") / "llama.log"
+    srv = LlamaServer(gguf_path("gemma3-270m", cache_dir), log=log, alias="gemma-3-270m").start()
+    yield srv
+    srv.kill()
+
+
+def target(server, tmp_path, **kw):
+    return APITarget(server.base_url, "gemma-3-270m", cache_path=tmp_path / "cache.sqlite", timeout=30,
+                     max_retries=2, backoff=0.1, **kw)
+
+
+def test_completions_are_greedy_and_cached(server, tmp_path):
+    t = target(server, tmp_path)
+    first = t.complete(PROMPTS[:3], max_tokens=6)
+    assert len(first) == 3 and all(isinstance(x, str) for x in first) and t.stats.requests == 3
+    again = target(server, tmp_path)
+    assert again.complete(PROMPTS[:3], max_tokens=6) == first
+    assert again.stats.requests == 0 and again.stats.cache_hits == 3
+
+
+def test_server_restart_mid_evaluation_sends_no_duplicate_request(server, tmp_path):
+    reference = target(server, tmp_path / "ref").complete(PROMPTS, max_tokens=6)
+    t = target(server, tmp_path)
+    assert t.complete(PROMPTS[:3], max_tokens=6) == reference[:3]  # the evaluation gets half-way
+    server.kill()  # the server dies mid-evaluation
+    assert not is_ready(server.base_url)
+    with pytest.raises(Soft2HardError, match="failed after 3 attempt"):
+        target(server, tmp_path, concurrency=1).complete(PROMPTS, max_tokens=6)
+    server.start()
+    rerun = target(server, tmp_path)
+    assert rerun.complete(PROMPTS, max_tokens=6) == reference
+    assert rerun.stats.requests == 3 and rerun.stats.cache_hits == 3  # only the unfinished half is requested
+
+
+def test_chat_mode_and_bad_endpoint(server, tmp_path):
+    t = target(server, tmp_path, mode="chat")
+    assert t.chat and "messages" in t.request("hi", 4, ("\n",))
+    assert isinstance(t.complete(["Say hello."], max_tokens=4)[0], str)
+    bad = APITarget(f"http://127.0.0.1:{server.port}/nope", "gemma-3-270m", timeout=10, max_retries=0)
+    with pytest.raises(Soft2HardError, match="request failed"):
+        bad.complete(["x"], max_tokens=2)
