@@ -192,7 +192,7 @@ def _save_adapter(peft_model, path: Path, model_name: str, dtype: torch.dtype | 
     with atomic.directory(path) as tmp:
         peft_model.peft_config["default"].base_model_name_or_path = model_name
         peft_model.peft_config["default"].save_pretrained(str(tmp))
-        state = get_peft_model_state_dict(peft_model)
+        state = get_peft_model_state_dict(peft_model, save_embedding_layers=False)  # LoRA only
         atomic.save_tensors(tmp / "adapter_model.safetensors",
                             {k: v.to(dtype) if dtype else v for k, v in state.items()}, {"format": "pt"})
 
