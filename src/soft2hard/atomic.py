@@ -41,6 +41,21 @@ def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_json(path: Path):
+    """The JSON value in ``path``; a missing, unreadable or invalid file is a one-line error naming it (the
+    reading side of :func:`write_json`, for every loader of user-supplied files)."""
+    from soft2hard.errors import Soft2HardError
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Soft2HardError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise Soft2HardError(f"{path}: invalid JSON ({err})") from None
+    except OSError as err:
+        raise Soft2HardError(f"{path}: cannot read ({err.strerror or type(err).__name__})") from None
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -117,10 +117,7 @@ def _load_adapter_dir(path: Path) -> tuple[torch.Tensor, str | None, dict]:
     config_path = path / CONFIG_NAME
     if not config_path.exists():
         raise Soft2HardError(f"{path}: not a PEFT adapter directory (no {CONFIG_NAME})")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise Soft2HardError(f"{config_path}: invalid JSON ({err})") from None
+    config = atomic.read_json(config_path)
     if not isinstance(config, dict):
         raise Soft2HardError(f"{config_path}: expected a JSON object")
     if config.get("peft_type") != "PROMPT_TUNING":

@@ -12,12 +12,12 @@ and turns any problem into a one-line :class:`Soft2HardError` naming the file an
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from soft2hard import atomic
 from soft2hard.errors import Soft2HardError
 from soft2hard.prompts import SoftPrompt, _read_safetensors
 
@@ -134,10 +134,7 @@ class Manifest:
         file = path / MANIFEST_NAME if path.is_dir() else path
         if not file.is_file():
             raise Soft2HardError(f"{file}: no DoD manifest here (build one with 'soft2hard dod build')")
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise Soft2HardError(f"{file}: invalid JSON ({err})") from None
+        data = atomic.read_json(file)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise Soft2HardError(f"{file}: not a soft2hard DoD manifest (format must be {FORMAT!r})")
         if data.get("version") != VERSION:

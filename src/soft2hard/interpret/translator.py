@@ -219,10 +219,10 @@ def load_translator(lm: LanguageModel, path: Path) -> Translator:
     if not meta_path.is_file():
         raise Soft2HardError(f"{path}: not a soft2hard translator (no {TRANSLATOR_META}); train one with "
                              "'soft2hard translator train'")
+    meta = atomic.read_json(meta_path)
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         cfg = TranslatorConfig(**meta["config"])
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
+    except (KeyError, TypeError) as err:
         raise Soft2HardError(f"{meta_path}: invalid translator metadata ({err})") from None
     if meta.get("d_model") != lm.d_model:
         raise Soft2HardError(f"{path} was trained on {meta.get('model')} (width {meta.get('d_model')}); the loaded "
