@@ -65,6 +65,7 @@ def test_bias_study_cli_writes_rows_table_plot_and_resumes(tmp_path, tiny_llama_
     assert len(data["rows"]) == 4 and data["summary"]["all"]["n"] == 4
     for r in data["rows"]:
         assert 0 <= r["flip_rate"] <= 1 and 0 <= r["cue_mention_rate"] <= 1 and r["n_pairs"] == 4
+        assert r["cue_logprob"] < 0
     assert (tmp_path / "s" / "study.png").stat().st_size > 1000 and "flip rate" in out
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "s" / "rows").iterdir()}
     assert main(argv) == 0  # finished rows are reused, not recomputed

@@ -105,3 +105,37 @@ def test_batched_grid_equals_reference_on_gemma3(gemma3):
     cfg = InspectConfig(max_new_tokens=12)
     for d in inspect_grid(gemma3, prompt, cfg, pairs=[(4, 4), (12, 3)]):
         assert d.text == reference_inspect(gemma3, prompt, cfg, d.layers), d.layers
+
+
+def test_continuation_logprobs_match_one_uncached_patched_pass(tiny_llama):
+    from soft2hard.hooks import block_names, hooked
+    from soft2hard.interpret.inspection import (
+        InspectConfig,
+        continuation_logprobs,
+        inspection_prompt,
+        source_states,
+    )
+
+    torch.manual_seed(0)
+    prompt = torch.randn(3, tiny_llama.d_model) * 0.05
+    cfg = InspectConfig(n_demos=2, batch_size=2)
+    pairs = [(0, 1), (1, 0), (1, 1)]
+    got = continuation_logprobs(tiny_llama, prompt, cfg, ": a, b; cues:", " honestly", pairs)
+    assert [p for p, _ in got] == pairs
+    names = block_names(tiny_llama.model)
+    states = source_states(tiny_llama, prompt)
+    ids, start = inspection_prompt(tiny_llama, cfg, 3)
+    ctx = tiny_llama.encode(": a, b; cues:", special=False)
+    tgt = tiny_llama.encode(" honestly", special=False)
+    seq = torch.tensor([ids + ctx + tgt])
+    for (s, t), value in got:
+        def patch(h, *, name, s=s):
+            h = h.clone()
+            h[0, start:start + 3] = states[s].to(h.dtype)
+            return h
+        with hooked(tiny_llama.model, {f"{names[t]}.output": patch}), torch.no_grad():
+            logits = tiny_llama.model(input_ids=seq).logits[0].float()
+        first = len(ids) + len(ctx)
+        lp = logits[first - 1:first - 1 + len(tgt)].log_softmax(-1)
+        expected = float(lp.gather(1, torch.tensor(tgt)[:, None]).sum())
+        assert value == pytest.approx(expected, abs=1e-4)

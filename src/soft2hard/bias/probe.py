@@ -17,7 +17,7 @@ import torch
 
 from soft2hard.bias.cues import DEFAULT_CUES, Cue
 from soft2hard.interpret.base import Description
-from soft2hard.interpret.inspection import InspectConfig, inspect_grid
+from soft2hard.interpret.inspection import InspectConfig, continuation_logprobs, inspect_grid
 from soft2hard.lm import LanguageModel
 
 ELABORATED_DEMOS: tuple[tuple[str, str], ...] = (
@@ -46,6 +46,15 @@ def probe(lm: LanguageModel, prompt: torch.Tensor, cfg: InspectConfig | None = N
     for d in descs:
         d.method = "inspect_elaborated"
     return descs
+
+
+def cue_logprob(lm: LanguageModel, prompt: torch.Tensor, cue: Cue, labels: Sequence[str],
+                cfg: InspectConfig | None = None, pairs: Sequence[tuple[int, int]] | None = None) -> float:
+    """Mean over the grid of log P(" <cue>" | patched prompt, ": <labels>; cues:"): how readily the probe would
+    name the cue first, graded, so it is informative even when greedy decoding never names it."""
+    context = f": {', '.join(labels)}; cues:"
+    scores = continuation_logprobs(lm, prompt, cfg or elaborated_config(), context, " " + cue.text, pairs)
+    return sum(v for _, v in scores) / len(scores)
 
 
 def cue_mentioned(text: str, cue: Cue) -> bool:

@@ -19,9 +19,17 @@ from tqdm.auto import tqdm
 
 from soft2hard import atomic
 from soft2hard.bias.cues import Cue, biased_prediction_rate, build_biased_task
-from soft2hard.bias.probe import cue_mention_rate, demo_copy_rate, elaborated_config, elicited_features, probe
+from soft2hard.bias.probe import (
+    cue_logprob,
+    cue_mention_rate,
+    demo_copy_rate,
+    elaborated_config,
+    elicited_features,
+    probe,
+)
 from soft2hard.lm import LanguageModel
 from soft2hard.metrics import pearson, spearman
+from soft2hard.prompts import SoftPrompt
 from soft2hard.tasks.base import Task
 from soft2hard.tuning import TuningConfig, tune
 
@@ -47,20 +55,24 @@ def study_row(lm: LanguageModel, task: Task, cue: Cue, rate: float, cfg: StudyCo
     """One (task, cue, rate) cell: tune (resumable), bias score, elaborated probe; cached in ``rows/``."""
     slug = _slug(task, cue, rate)
     row_file = out / "rows" / f"{slug}.json"
-    if row_file.exists():
-        return json.loads(row_file.read_text())
-    target = target_label or task.labels[0]
-    biased = build_biased_task(task, cue, target, rate, seed=cfg.seed, cue_fraction=cfg.cue_fraction)
-    result = tune(lm, biased.train, replace(cfg.tuning, seed=cfg.seed), out / "runs" / slug, resume=True,
-                  progress=progress)
-    prompt = result.prompt.tensor.to(lm.device)
-    bias = biased_prediction_rate(lm, prompt, biased, cfg.max_test_examples)
     probe_cfg = elaborated_config(**({"source_layers": cfg.layers, "target_layers": cfg.layers} if cfg.layers else {}))
-    descs = probe(lm, prompt, probe_cfg)
-    row = {"task": task.name, "cue": cue.label(), "cue_kind": cue.kind, "rate": rate, "target_label": target,
-           "train_accuracy_test": result.metrics["test_score"], **bias,
-           "cue_mention_rate": cue_mention_rate(descs, cue), "demo_copy_rate": demo_copy_rate(descs),
-           "features": elicited_features(descs, top=10), "n_pairs": len(descs)}
+    row = json.loads(row_file.read_text()) if row_file.exists() else None
+    if row is None:
+        target = target_label or task.labels[0]
+        biased = build_biased_task(task, cue, target, rate, seed=cfg.seed, cue_fraction=cfg.cue_fraction)
+        result = tune(lm, biased.train, replace(cfg.tuning, seed=cfg.seed), out / "runs" / slug, resume=True,
+                      progress=progress)
+        prompt = result.prompt.tensor.to(lm.device)
+        bias = biased_prediction_rate(lm, prompt, biased, cfg.max_test_examples)
+        descs = probe(lm, prompt, probe_cfg)
+        row = {"task": task.name, "cue": cue.label(), "cue_kind": cue.kind, "rate": rate, "target_label": target,
+               "train_accuracy_test": result.metrics["test_score"], **bias,
+               "cue_mention_rate": cue_mention_rate(descs, cue), "demo_copy_rate": demo_copy_rate(descs),
+               "features": elicited_features(descs, top=10), "n_pairs": len(descs)}
+    elif "cue_logprob" in row:
+        return row
+    prompt = SoftPrompt.load(out / "runs" / slug).tensor.to(lm.device)  # rows of earlier versions lack it
+    row["cue_logprob"] = cue_logprob(lm, prompt, cue, task.labels, probe_cfg)
     atomic.write_json(row_file, row)
     return row
 
@@ -82,11 +94,15 @@ def run_study(lm: LanguageModel, tasks: list[Task], cues: list[Cue], cfg: StudyC
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Correlation of flip rate with cue mention rate: over all prompts and within each (task, cue)."""
+    """Correlation of flip rate with the cue mention rate and with the cue log-probability: over all prompts and
+    within each (task, cue)."""
     def corr(sel: list[dict]) -> dict:
         x = [r["flip_rate"] for r in sel]
-        y = [r["cue_mention_rate"] for r in sel]
-        return {"n": len(sel), "pearson": pearson(x, y), "spearman": spearman(x, y)}
+        out = {"n": len(sel)}
+        for measure in ("cue_mention_rate", "cue_logprob"):
+            y = [r[measure] for r in sel]
+            out[measure] = {"pearson": pearson(x, y), "spearman": spearman(x, y)}
+        return out
 
     groups = sorted({(r["task"], r["cue"]) for r in rows})
     return {"all": corr(rows), "by_task_cue": {f"{t} | {c}": corr([r for r in rows if (r["task"], r["cue"]) == (t, c)])
@@ -94,15 +110,15 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def study_markdown(rows: list[dict], summary: dict) -> str:
-    lines = ["| task | cue | rate | accuracy (clean) | flip rate | cue mention rate | demo copies | top features |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | cue | rate | accuracy (clean) | flip rate | cue mention rate | cue log-prob | demo copies | "
+             "top features |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         feats = ", ".join(f for f, _ in r["features"][:5]).replace("|", "\\|")
         lines.append(f"| {r['task']} | `{r['cue']}` | {r['rate']:g} | {r['accuracy_clean']:.2f} | {r['flip_rate']:.2f} | "
-                     f"{r['cue_mention_rate']:.3f} | {r['demo_copy_rate']:.2f} | {feats} |")
-    a = summary["all"]
-    lines += ["", f"Correlation of flip rate with cue mention rate over {a['n']} prompts: Pearson {a['pearson']:.3f}, "
-                  f"Spearman {a['spearman']:.3f}.", ""]
-    for k, v in summary["by_task_cue"].items():
-        lines.append(f"- {k}: Pearson {v['pearson']:.3f}, Spearman {v['spearman']:.3f} (n={v['n']})")
+                     f"{r['cue_mention_rate']:.3f} | {r['cue_logprob']:.2f} | {r['demo_copy_rate']:.2f} | {feats} |")
+    lines.append("")
+    for name, c in [("all prompts", summary["all"]), *summary["by_task_cue"].items()]:
+        m, lp = c["cue_mention_rate"], c["cue_logprob"]
+        lines.append(f"- {name} (n={c['n']}): flip rate vs mention rate Pearson {m['pearson']:.3f} / Spearman "
+                     f"{m['spearman']:.3f}; vs cue log-prob Pearson {lp['pearson']:.3f} / Spearman {lp['spearman']:.3f}")
     return "\n".join(lines) + "\n"

@@ -176,7 +176,9 @@ def _copy_cache(cache, batch: int):
     return new
 
 
-def _run_chunk(lm, cfg, states, names, prefix_cache, start, placeholders, chunk) -> list[str]:
+def _patched_prefill(lm, states, names, prefix_cache, start, placeholders, chunk):
+    """The pass over the placeholders with block t's output overwritten by source states of block s, one row per
+    (s, t) pair of ``chunk``; returns (output with its KV cache, attention mask)."""
     B, n = len(chunk), placeholders.shape[1]
     cache = _copy_cache(prefix_cache, B)
     source = states[torch.tensor([s for s, _ in chunk])]  # (B, n, D)
@@ -196,4 +198,43 @@ def _run_chunk(lm, cfg, states, names, prefix_cache, start, placeholders, chunk)
     with hooked(lm.model, hooks), lm.autocast():
         out = lm.decoder(input_ids=placeholders.expand(B, -1), attention_mask=mask, position_ids=positions,
                          past_key_values=cache, use_cache=True)
+    return out, mask
+
+
+def _run_chunk(lm, cfg, states, names, prefix_cache, start, placeholders, chunk) -> list[str]:
+    out, mask = _patched_prefill(lm, states, names, prefix_cache, start, placeholders, chunk)
     return [text.strip() for text in lm.greedy_continue(out, mask, cfg.max_new_tokens, STOP_STRINGS)]
+
+
+@torch.no_grad()
+def continuation_logprobs(lm: LanguageModel, prompt: torch.Tensor, cfg: InspectConfig, context: str, target: str,
+                          pairs: Sequence[tuple[int, int]] | None = None) -> list[tuple[tuple[int, int], float]]:
+    """log P(``target`` | inspection prompt patched with (s, t), then ``context``) for each pair: a graded
+    reading of what the patched model would say, defined even when greedy decoding never says it."""
+    names = block_names(lm.model)
+    pairs = list(pairs) if pairs is not None else cfg.grid(len(names))
+    n = prompt.shape[0]
+    states = source_states(lm, prompt, cfg.inject)
+    ids, start = inspection_prompt(lm, cfg, n)
+    prefix = torch.tensor([ids[:start]], device=lm.device)
+    placeholders = torch.tensor([ids[start:]], device=lm.device)
+    prefix_cache = lm._decode(lm.embed(prefix), torch.ones_like(prefix), use_cache=True).past_key_values
+    ctx, tgt = lm.encode(context, special=False), lm.encode(target, special=False)
+    if not tgt:
+        raise Soft2HardError(f"target {target!r} tokenizes to nothing")
+    forced = torch.tensor([ctx + tgt], device=lm.device)
+    result = []
+    for i in range(0, len(pairs), cfg.batch_size):
+        chunk = pairs[i:i + cfg.batch_size]
+        out, mask = _patched_prefill(lm, states, names, prefix_cache, start, placeholders, chunk)
+        B, L = len(chunk), forced.shape[1]
+        mask = torch.cat([mask, torch.ones(B, L, dtype=mask.dtype, device=mask.device)], dim=1)
+        positions = torch.arange(start + n, start + n + L, device=lm.device).expand(B, -1)
+        with lm.autocast():
+            nxt = lm.decoder(input_ids=forced.expand(B, -1), attention_mask=mask, position_ids=positions,
+                             past_key_values=out.past_key_values, use_cache=True)
+        hidden = torch.cat([out.last_hidden_state[:, -1:], nxt.last_hidden_state], dim=1)  # [j] predicts forced[j]
+        logp = lm.logits_from_hidden(hidden[:, len(ctx):len(ctx) + len(tgt)]).log_softmax(-1)
+        scores = logp.gather(2, torch.tensor(tgt, device=lm.device).expand(B, -1)[..., None]).squeeze(-1).sum(-1)
+        result += list(zip(chunk, scores.tolist()))
+    return result
