@@ -65,19 +65,21 @@ def sweep_plot(rows: list[dict], path: Path, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def bias_scatter(rows: list[dict], path: Path, title: str = "biased predictions vs cue mentions") -> Path:
-    """One point per soft prompt: flip rate (x) against the elaborated probe's cue mention rate (y); the marker
-    is the cue kind and the label the training rate."""
-    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+def bias_scatter(rows: list[dict], path: Path, title: str = "biased predictions vs the elaborated probe") -> Path:
+    """One point per soft prompt: flip rate (x) against the probe's cue mention rate and, when measured, the cue
+    log-probability (y, one panel each); the marker is the cue kind and the label the training rate."""
+    measures = [m for m in ("cue_mention_rate", "cue_logprob") if all(m in r for r in rows)]
+    fig, axes = plt.subplots(1, len(measures), figsize=(4.6 * len(measures), 3.8), squeeze=False)
     markers = {"word": "o", "name": "s", "punctuation": "^"}
-    for kind in sorted({r["cue_kind"] for r in rows}):
-        sel = [r for r in rows if r["cue_kind"] == kind]
-        ax.scatter([r["flip_rate"] for r in sel], [r["cue_mention_rate"] for r in sel], marker=markers.get(kind, "o"),
-                   label=kind, alpha=0.8)
-        for r in sel:
-            ax.annotate(f"{r['rate']:g}", (r["flip_rate"], r["cue_mention_rate"]), fontsize=6, alpha=0.7)
-    ax.set_xlabel("biased prediction (flip) rate")
-    ax.set_ylabel("cue mention rate (elaborated InSPEcT)")
-    ax.legend(fontsize=7, title="cue", title_fontsize=7)
-    ax.set_title(title, fontsize=9)
+    for ax, measure in zip(axes[0], measures):
+        for kind in sorted({r["cue_kind"] for r in rows}):
+            sel = [r for r in rows if r["cue_kind"] == kind]
+            ax.scatter([r["flip_rate"] for r in sel], [r[measure] for r in sel], marker=markers.get(kind, "o"),
+                       label=kind, alpha=0.8)
+            for r in sel:
+                ax.annotate(f"{r['rate']:g}", (r["flip_rate"], r[measure]), fontsize=6, alpha=0.7)
+        ax.set_xlabel("biased prediction (flip) rate")
+        ax.set_ylabel(measure.replace("_", " "))
+        ax.legend(fontsize=7, title="cue", title_fontsize=7)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)
