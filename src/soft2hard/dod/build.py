@@ -21,11 +21,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from soft2hard import atomic
+from soft2hard import atomic, runs
 from soft2hard.dod import plan as planning
 from soft2hard.dod.manifest import MANIFEST_NAME, Manifest, PromptEntry, TaskEntry
 from soft2hard.errors import Soft2HardError
-from soft2hard.tuning import CHECKPOINT_DIR, TuningConfig
+from soft2hard.tuning import TuningConfig
 
 logger = logging.getLogger(__name__)
 PLAN_NAME = "plan.json"
@@ -136,7 +136,7 @@ def _task_entry(out: Path, t: planning.PlannedTask, seeds: list[int]) -> TaskEnt
         baselines.append(metrics["baseline_score"])
         metric = metrics.get("metric")
         for v in metrics["validation"]:
-            ckpt = rd / CHECKPOINT_DIR / f"step_{v['step']:06d}" / "prompt"
+            ckpt = runs.checkpoint_dir(rd, v["step"]) / "prompt"
             if ckpt.is_dir():
                 prompts.append(PromptEntry(id=f"{t.name}@seed{seed}/step{v['step']}",
                                            file=str(ckpt.relative_to(out)), seed=seed, step=v["step"],

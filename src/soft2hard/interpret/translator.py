@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
-from soft2hard import atomic
+from soft2hard import atomic, runs
 from soft2hard.errors import Soft2HardError
 from soft2hard.interpret.base import Description
 from soft2hard.lm import LanguageModel
@@ -248,21 +248,9 @@ def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg:
 
     ``stop_after`` ends the run after that many steps (as an interruption would; returns None)."""
     out = Path(out)
-    ckpt_root = out / "checkpoints"
-    existing = sorted(ckpt_root.glob("step_*")) if ckpt_root.is_dir() else []
-    if (existing or (out / TRANSLATOR_META).exists()) and not resume and not overwrite:
-        raise Soft2HardError(f"{out} already holds a translator run; pass --resume or --overwrite")
-    if overwrite and out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    for d in (out, ckpt_root):
-        atomic.remove_stale(d)
-    settings = {"config": asdict(cfg), "model": lm.name, "n_examples": len(examples)}
-    if resume and (out / "config.json").exists():
-        old = json.loads((out / "config.json").read_text())
-        if old != json.loads(json.dumps(settings)):
-            raise Soft2HardError(f"--resume with other settings or data than {out}/config.json")
-    atomic.write_json(out / "config.json", settings)
+    settings = json.loads(json.dumps({"config": asdict(cfg), "model": lm.name, "n_examples": len(examples)}))
+    existing = runs.prepare(out, settings, "a translator run", "state.json", resume, overwrite,
+                            result_name=TRANSLATOR_META, scratch=(".final",))
 
     peft_model = apply_lora(lm, cfg)
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -270,7 +258,7 @@ def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg:
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * math.ceil(len(examples) / cfg.batch_size)
     state = {"step": 0, "losses": [], "train_seconds": 0.0}
-    if resume and existing:
+    if existing:
         state = _load_checkpoint(existing[-1], peft_model, opt, names, params)
         logger.info("resumed translator training from %s", existing[-1].name)
 
@@ -293,7 +281,7 @@ def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if state["step"] % cfg.save_every == 0 or state["step"] == total:
-            _save_checkpoint(ckpt_root / f"step_{state['step']:06d}", peft_model, opt, names, params, state, lm.name)
+            _save_checkpoint(runs.checkpoint_dir(out, state["step"]), peft_model, opt, names, params, state, lm.name)
         if stop_after is not None and state["step"] >= stop_after:
             bar.close()
             return None
