@@ -16,7 +16,6 @@ import re
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from soft2hard.distill import fidelity, teacher_context
 from soft2hard.lm import LanguageModel
@@ -56,15 +55,20 @@ def faithfulness(lm: LanguageModel, prompt: torch.Tensor, text: str, task: Task,
 
 
 @torch.no_grad()
+def log_perplexity(lm: LanguageModel, ids: torch.Tensor) -> torch.Tensor:
+    """Mean next-token NLL of each row of ``ids`` (S, k), the first token given BOS. Returns (S,) on the CPU."""
+    seq = torch.cat([torch.full((ids.shape[0], 1), lm.bos_id, dtype=torch.long), ids.cpu()], 1).to(lm.device)
+    out = lm._decode(lm.embed(seq), torch.ones_like(seq), use_cache=False)
+    logits = lm.logits_from_hidden(out.last_hidden_state[:, :-1])  # (S, k, V)
+    return -logits.log_softmax(-1).gather(2, seq[:, 1:, None]).squeeze(2).mean(1).float().cpu()
+
+
 def perplexity(lm: LanguageModel, text: str) -> float:
     """exp(mean next-token NLL) of ``text`` under ``lm`` (each token given BOS/previous tokens)."""
     ids = lm.encode(text, special=False)
-    seq = torch.tensor([[lm.bos_id] + ids], device=lm.device)
     if not ids:
         return float("inf")
-    out = lm._decode(lm.embed(seq), torch.ones_like(seq), use_cache=False)
-    logits = lm.logits_from_hidden(out.last_hidden_state[0, :-1])
-    return math.exp(float(F.cross_entropy(logits, seq[0, 1:])))
+    return math.exp(float(log_perplexity(lm, torch.tensor([ids]))[0]))
 
 
 def word_validity(text: str, vocabulary: set[str] | None = None) -> float:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from soft2hard import atomic, runs
 from soft2hard.errors import Soft2HardError
-from soft2hard.faithfulness import label_distributions, scrutability
+from soft2hard.faithfulness import label_distributions, log_perplexity, scrutability
 from soft2hard.lm import LanguageModel
 from soft2hard.scoring import score
 from soft2hard.tasks.base import Example, Task
@@ -100,15 +100,6 @@ def zscore(rewards: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 
 @torch.no_grad()
-def prompt_log_perplexity(lm: LanguageModel, ids: torch.Tensor) -> torch.Tensor:
-    """Mean next-token NLL of each prompt (S, k) given BOS under the LM: log of ``faithfulness.perplexity``."""
-    seq = torch.cat([torch.full((ids.shape[0], 1), lm.bos_id, dtype=torch.long), ids.cpu()], 1).to(lm.device)
-    out = lm._decode(lm.embed(seq), torch.ones_like(seq), use_cache=False)
-    logits = lm.logits_from_hidden(out.last_hidden_state[:, :-1])  # (S, k, V)
-    return -logits.log_softmax(-1).gather(2, seq[:, 1:, None]).squeeze(2).mean(1).float().cpu()
-
-
-@torch.no_grad()
 def prompt_rewards(lm: LanguageModel, task: Task, ids: torch.Tensor, examples: list[Example],
                    cfg: RLPromptConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """(reward (S,), log-perplexity (S,)) for S prompts; reward = task reward - lambda * log-perplexity."""
@@ -119,7 +110,7 @@ def prompt_rewards(lm: LanguageModel, task: Task, ids: torch.Tensor, examples: l
                                                   batch_size=cfg.eval_batch_size),
                               gold, cfg.correct_coef, cfg.incorrect_coef)
         for row in ids])
-    log_ppl = prompt_log_perplexity(lm, ids)
+    log_ppl = log_perplexity(lm, ids)
     return task_r - cfg.perplexity_weight * log_ppl, log_ppl
 
 
