@@ -27,6 +27,16 @@ def checkpoints(out: Path, state_name: str) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / state_name).exists())
 
 
+def changed_settings(stored, wanted: dict, source: Path, may_change: tuple[str, ...] = ()) -> list[str]:
+    """Names of the settings that differ between a folder's stored ``stored`` and the ``wanted`` ones.
+
+    Every resumable job (tuning runs, DoD builds, evaluations) refuses to continue under other settings; they
+    differ only in ``may_change``. ``source`` names the stored file in the error for a non-object."""
+    if not isinstance(stored, dict):
+        raise Soft2HardError(f"{source}: expected a JSON object of settings; remove it to start over")
+    return sorted(k for k in set(stored) | set(wanted) if k not in may_change and stored.get(k) != wanted.get(k))
+
+
 def checkpoint_dir(out: Path, step: int) -> Path:
     return Path(out) / CHECKPOINT_DIR / f"step_{step:06d}"
 
@@ -47,9 +57,7 @@ def prepare(out: Path, resolved: dict, what: str, state_name: str, resume: bool,
         existing = []
     if resume and (out / "config.json").exists():
         old = atomic.read_json(out / "config.json")
-        if not isinstance(old, dict):
-            raise Soft2HardError(f"{out / 'config.json'}: expected a JSON object of run settings")
-        changed = [k for k in resolved if k not in RESUMABLE_CHANGES and old.get(k) != resolved[k]]
+        changed = changed_settings(old, resolved, out / "config.json", RESUMABLE_CHANGES)
         if changed:
             raise Soft2HardError(f"--resume with different settings than {out}/config.json: {', '.join(changed)}")
     out.mkdir(parents=True, exist_ok=True)

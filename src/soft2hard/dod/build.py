@@ -101,7 +101,7 @@ def load_or_create_plan(out: Path, cfg: BuildConfig, cache_dir: Path) -> list[pl
         if not isinstance(old, dict) or not isinstance(tasks, list):
             raise Soft2HardError(f"{path}: unreadable build plan (needs an object with 'settings' and a list of "
                                  "'tasks'); remove it to plan again")
-        changed = sorted(k for k in settings if old.get(k) != settings[k])
+        changed = runs.changed_settings(old, settings, path)
         if changed:
             raise Soft2HardError(f"{out} was built with other settings ({', '.join(changed)}); use the same "
                                  "settings to resume, or a new --out")

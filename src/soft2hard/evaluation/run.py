@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from soft2hard import atomic
+from soft2hard import atomic, runs
 from soft2hard.errors import Soft2HardError
 from soft2hard.evaluation import conditions as cond
 from soft2hard.evaluation.source import EvalTask, SourceSide
@@ -83,8 +83,7 @@ def check_settings(out: Path, settings: dict) -> None:
     """Write settings.json, or check that a rerun asks for what the folder already holds."""
     path = out / "settings.json"
     if path.exists():
-        old = atomic.read_json(path)
-        changed = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        changed = runs.changed_settings(atomic.read_json(path), settings, path)
         if changed:
             raise Soft2HardError(f"{out} holds an evaluation with other settings ({', '.join(changed)}); "
                                  "rerun with the same ones to resume, or use a new --out")
