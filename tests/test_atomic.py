@@ -29,8 +29,8 @@ def test_stale_temporaries_are_removed_and_finished_files_kept(tmp_path):
 def test_changed_settings_names_every_differing_key_except_the_allowed_ones(tmp_path):
     stored = {"lr": 0.1, "steps": 10, "old_only": 1}
     wanted = {"lr": 0.2, "steps": 20, "new_only": 2}
-    assert changed_settings(stored, wanted, tmp_path / "c.json") == ["lr", "new_only", "old_only", "steps"]
-    assert changed_settings(stored, wanted, tmp_path / "c.json", ("steps",)) == ["lr", "new_only", "old_only"]
+    assert changed_settings(stored, wanted, tmp_path / "c.json") == ["lr", "new_only", "'old_only'", "steps"]
+    assert changed_settings(stored, wanted, tmp_path / "c.json", ("steps",)) == ["lr", "new_only", "'old_only'"]
     assert changed_settings(wanted, dict(wanted), tmp_path / "c.json") == []
 
 

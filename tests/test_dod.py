@@ -201,3 +201,50 @@ def test_distilled_kind_compresses_each_general_reference(tmp_path, tiny_llama_d
         metrics = json.loads((run_dir(tmp_path / "d", t.name, 0) / "metrics.json").read_text())
         assert metrics["objective"] == "distill" and metrics["teacher_prompt"] == source.reference
         assert "fidelity" in metrics
+
+
+def test_extra_instructions_are_distilled_on_a_general_tasks_inputs_in_its_split(tmp_path, tiny_llama_dir,
+                                                                                 cache_dir):
+    from soft2hard.evaluation.items import from_dod
+
+    path = tmp_path / "instructions.jsonl"
+    texts = {"gen/plural": "Write the noun in its plural form.", "gen/first_letter": "Which letter does it start with?"}
+    path.write_text("".join(json.dumps({"inputs": k, "text": v}) + "\n\n" for k, v in texts.items()))
+    cfg = BuildConfig(model=str(tiny_llama_dir), tasks=("gen/plural", "gen/first_letter"), general_heldout=1,
+                      kinds=("general", "distilled"), amp="none", tuning=TINY_TUNING,
+                      instructions=planning.load_instructions(path))
+    m = build(tmp_path / "d", cfg, cache_dir, workers=0, progress=False)
+    general = {t.name: t for t in m.tasks if t.kind == "general"}
+    extra = [t for t in Manifest.load(tmp_path / "d").tasks if t.reference_source == "instructions"]
+    assert len(extra) == 2 and {t.inputs for t in extra} == set(texts)
+    for t in extra:
+        assert t.kind == "distilled" and t.reference == texts[t.inputs] and t.split == general[t.inputs].split
+        assert t.inputs_task == t.inputs and t.name.startswith(f"distilled/{t.inputs}/text-")
+        metrics = json.loads((run_dir(tmp_path / "d", t.name, 0) / "metrics.json").read_text())
+        assert metrics["teacher_prompt"] == texts[t.inputs]
+    _, items = from_dod(tmp_path / "d", [t.name for t in extra], cache_dir)
+    assert sorted(i.task.name for i in items) == sorted(t.name for t in extra)
+    assert {len(i.task.examples) for i in items} == {len(get_task(n, cache_dir).examples) for n in texts}
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"inputs": "gen/plural"}\n', "instructions.jsonl:1: expected an object"),
+    ('{"inputs": "gen/plural", "text": "x"}\nnot json\n', "instructions.jsonl:2: invalid JSON"),
+    ("\n", "no instructions"),
+    ('{"inputs": "gen/antonym", "text": "Give the opposite."}\n', "'gen/antonym' is not a general task"),
+])
+def test_bad_instruction_files_are_one_line_errors(tmp_path, tiny_llama_dir, cache_dir, content, message):
+    path = tmp_path / "instructions.jsonl"
+    path.write_text(content)
+    proc = subprocess.run([sys.executable, "-m", "soft2hard.cli", "--cache-dir", str(cache_dir), "dod", "build",
+                           "--out", str(tmp_path / "d"), "--model", str(tiny_llama_dir), "--tasks",
+                           "gen/plural,gen/first_letter", "--general-heldout", "1", "--kinds", "general,distilled",
+                           "--instructions", str(path), "--workers", "0", "--quiet"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and message in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+
+
+def test_instructions_need_the_distilled_kind():
+    with pytest.raises(Soft2HardError, match="add 'distilled' to the kinds"):
+        BuildConfig(kinds=("general",), instructions=(("gen/plural", "Pluralise."),))

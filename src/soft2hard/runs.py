@@ -28,13 +28,14 @@ def checkpoints(out: Path, state_name: str) -> list[Path]:
 
 
 def changed_settings(stored, wanted: dict, source: Path, may_change: tuple[str, ...] = ()) -> list[str]:
-    """Names of the settings that differ between a folder's stored ``stored`` and the ``wanted`` ones.
+    """Names (for messages) of the settings that differ between a folder's ``stored`` ones and the ``wanted``.
 
     Every resumable job (tuning runs, DoD builds, evaluations) refuses to continue under other settings; they
     differ only in ``may_change``. ``source`` names the stored file in the error for a non-object."""
     if not isinstance(stored, dict):
         raise Soft2HardError(f"{source}: expected a JSON object of settings; remove it to start over")
-    return sorted(k for k in set(stored) | set(wanted) if k not in may_change and stored.get(k) != wanted.get(k))
+    changed = sorted(k for k in set(stored) | set(wanted) if k not in may_change and stored.get(k) != wanted.get(k))
+    return [k if k in wanted else ascii(k) for k in changed]  # a stored-only key may hold any character
 
 
 def checkpoint_dir(out: Path, step: int) -> Path:

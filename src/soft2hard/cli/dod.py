@@ -25,6 +25,9 @@ def add_parsers(sub) -> None:
     b.add_argument("--model", default="smollm2-135m", help="source model (built-in name, directory or HF id)")
     b.add_argument("--kinds", default="general,classification", help="comma-separated: general, classification, distilled (instructions compressed by context distillation)")
     b.add_argument("--tasks", default=None, help="explicit comma-separated task names instead of the planned families")
+    b.add_argument("--instructions", type=Path, default=None,
+                   help='JSON-lines file of {"inputs": TASK, "text": INSTRUCTION}: extra texts (paraphrases, '
+                        "generated instructions) distilled on a general task's inputs (needs kind distilled)")
     b.add_argument("--seeds", default="0", help="seeds per training task, e.g. 0,1,2 (held-out tasks use the first)")
     b.add_argument("--split-seed", type=int, default=0)
     b.add_argument("--general-heldout", type=int, default=30, help="general tasks held out (whole groups)")
@@ -57,6 +60,7 @@ def cmd_dod(args) -> None:
 
     if args.dod_command == "build":
         from soft2hard.dod.build import BuildConfig, build
+        from soft2hard.dod.plan import load_instructions
 
         tuning = {"n_tokens": args.tokens, "steps": args.steps, "eval_every": args.eval_every, "lr": args.lr,
                   "batch_size": args.batch_size, "max_eval_examples": 16,
@@ -67,7 +71,8 @@ def cmd_dod(args) -> None:
                           classification_train=args.classification_train,
                           classification_heldout=args.classification_heldout,
                           max_input_chars=args.max_input_chars, amp=args.amp, tuning=tuning,
-                          tasks=tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None)
+                          tasks=tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None,
+                          instructions=load_instructions(args.instructions) if args.instructions else None)
         if args.workers < 0:
             raise Soft2HardError("--workers must be >= 0")
         manifest = build(args.out, cfg, cache_dir(args), workers=args.workers, address=args.address,

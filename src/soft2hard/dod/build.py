@@ -48,6 +48,7 @@ class BuildConfig:
                                                   "batch_size": 8, "max_eval_examples": 16,
                                                   "max_test_examples": 40, "init": "vocab"})
     tasks: tuple[str, ...] | None = None  # explicit task names instead of the planned families (tests, users)
+    instructions: tuple[tuple[str, str], ...] | None = None  # extra (inputs task, text) pairs to distil
 
     def __post_init__(self) -> None:
         unknown = set(self.kinds) - set(planning.KINDS)
@@ -57,6 +58,9 @@ class BuildConfig:
             raise Soft2HardError("at least one seed is needed")
         self.kinds, self.seeds = tuple(self.kinds), tuple(self.seeds)
         self.tasks = tuple(self.tasks) if self.tasks else None
+        self.instructions = tuple(tuple(p) for p in self.instructions) if self.instructions else None
+        if self.instructions and "distilled" not in self.kinds:
+            raise Soft2HardError("instructions are distilled into soft prompts: add 'distilled' to the kinds")
         TuningConfig(**self.tuning)  # validates the tuning settings now, not inside a worker
 
     def tuning_config(self, seed: int) -> TuningConfig:
@@ -79,7 +83,7 @@ def make_plan(cfg: BuildConfig, cache_dir: Path) -> list[planning.PlannedTask]:
             planned += planning.plan_classification(cfg.split_seed, cfg.classification_train,
                                                     cfg.classification_heldout)
     if "distilled" in cfg.kinds:  # distilled prompts of the general tasks' instructions, in their splits
-        planned += planning.plan_distilled(planned)
+        planned += planning.plan_distilled(planned) + planning.plan_instructions(cfg.instructions or (), planned)
     if "general" not in cfg.kinds:
         planned = [t for t in planned if t.kind != "general"]
     planned = planning.drop_leaking_train_tasks(planned)
@@ -163,7 +167,7 @@ def _task_entry(out: Path, t: planning.PlannedTask, seeds: list[int]) -> TaskEnt
     if not prompts:
         return None
     return TaskEntry(name=t.name, kind=t.kind, group=t.group, split=t.split, reference=t.reference,
-                     reference_source=t.reference_source, labels=t.labels, prompts=tuple(prompts),
+                     reference_source=t.reference_source, labels=t.labels, prompts=tuple(prompts), inputs=t.inputs,
                      test_score=sum(tests) / len(tests), baseline_score=sum(baselines) / len(baselines), metric=metric)
 
 

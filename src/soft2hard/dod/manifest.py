@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from soft2hard import atomic
+from soft2hard.dod.plan import DISTILLED_PREFIX
 from soft2hard.errors import Soft2HardError
 from soft2hard.prompts import SoftPrompt, _read_safetensors
 
@@ -58,9 +59,15 @@ class TaskEntry:
     test_score: float | None = None
     baseline_score: float | None = None
     metric: str | None = None
+    inputs: str | None = None  # the registry task a distilled prompt was trained on (default: the name's)
+
+    @property
+    def inputs_task(self) -> str:
+        """The registry name of the task whose inputs this prompt was tuned on."""
+        return self.inputs or self.name.removeprefix(DISTILLED_PREFIX)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "group": self.group, "split": self.split,
+        return {"name": self.name, "kind": self.kind, "group": self.group, "split": self.split, "inputs": self.inputs,
                 "reference": self.reference, "reference_source": self.reference_source,
                 "labels": list(self.labels) if self.labels else None, "test_score": self.test_score,
                 "baseline_score": self.baseline_score, "metric": self.metric,
@@ -125,7 +132,8 @@ def _parse_task(obj, where: str) -> TaskEntry:
                      reference_source=_field(obj, "reference_source", str, where),
                      labels=tuple(labels) if labels else None,
                      prompts=tuple(_parse_prompt(p, f"{where} prompt {i}") for i, p in enumerate(prompts)),
-                     metric=_field(obj, "metric", str, where, optional=True), **scores)
+                     metric=_field(obj, "metric", str, where, optional=True),
+                     inputs=_field(obj, "inputs", str, where, optional=True), **scores)
 
 
 @dataclass

@@ -8,13 +8,17 @@ Three kinds (METHODS.md §4; issue 9 adds the third):
                   ever appears in a training task.
   distilled       context distillation of each general task's reference instruction on that task's inputs
                   (teacher-forced on the teacher's own continuations, so no labels are used); the reference is
-                  the compressed text itself, and the split follows the source task's.
+                  the compressed text itself, and the split follows the source task's. Extra instruction texts
+                  (paraphrases, generated instructions: :func:`load_instructions`) are distilled the same way on
+                  a planned general task's inputs, in that task's split.
 The split is by *group* (a BIG-bench parent task, a Natural-Instructions source dataset, a category set), so
 near-identical subtasks never straddle train and held-out. Everything is seeded.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 from dataclasses import asdict, dataclass, replace
@@ -187,3 +191,45 @@ def plan_distilled(general: list[PlannedTask]) -> list[PlannedTask]:
     return [replace(t, name=DISTILLED_PREFIX + t.name, kind="distilled", inputs=t.name, teacher_prompt=t.reference,
                     reference_source=f"distilled:{t.reference_source}", labels=None)
             for t in general if t.kind == "general"]
+
+
+def load_instructions(path: Path) -> tuple[tuple[str, str], ...]:
+    """``(inputs, text)`` pairs from a JSON-lines file of ``{"inputs": TASK, "text": INSTRUCTION}`` objects."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise Soft2HardError(f"cannot read instructions file {path}: {err}") from None
+    pairs = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise Soft2HardError(f"{path}:{i}: invalid JSON ({err.msg})") from None
+        if not (isinstance(obj, dict) and isinstance(obj.get("inputs"), str) and isinstance(obj.get("text"), str)
+                and obj["inputs"].strip() and obj["text"].strip()):
+            raise Soft2HardError(f"{path}:{i}: expected an object with non-empty strings 'inputs' (a task) and "
+                                 "'text' (the instruction)")
+        pairs.append((obj["inputs"].strip(), obj["text"].strip()))
+    if not pairs:
+        raise Soft2HardError(f"{path}: no instructions (one JSON object per line)")
+    if len(set(pairs)) != len(pairs):
+        raise Soft2HardError(f"{path}: an (inputs, text) pair appears twice")
+    return tuple(pairs)
+
+
+def plan_instructions(pairs: tuple[tuple[str, str], ...], planned: list[PlannedTask]) -> list[PlannedTask]:
+    """One distilled prompt per extra instruction, on the inputs of a planned general task and in its split (so a
+    held-out task's inputs never train the translator); the reference is the instruction itself."""
+    general = {t.name: t for t in planned if t.kind == "general"}
+    out = []
+    for inputs, text in pairs:
+        source = general.get(inputs)
+        if source is None:
+            raise Soft2HardError(f"instruction inputs {inputs!r} is not a general task of this DoD; use one of "
+                                 f"its general tasks (see plan.json) or add it with --tasks")
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:10]
+        out.append(replace(source, name=f"{DISTILLED_PREFIX}{inputs}/text-{digest}", kind="distilled", inputs=inputs,
+                           teacher_prompt=text, reference=text, reference_source="instructions", labels=None))
+    return out

@@ -41,7 +41,7 @@ def from_dod(dod: Path, names: list[str], cache_dir: Path, max_tasks: int | None
         best = [p for p in entry.prompts if p.best] or list(entry.prompts)
         if not best:
             raise Soft2HardError(f"{manifest.root}: task {entry.name!r} has no prompt")
-        registry_name = entry.name.removeprefix(planning.DISTILLED_PREFIX)
+        registry_name = entry.inputs_task
         task = planning.restrict_inputs(get_task(registry_name, cache_dir), max_chars)
         if registry_name != entry.name:
             task = replace(task, name=entry.name)
