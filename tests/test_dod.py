@@ -248,3 +248,14 @@ def test_bad_instruction_files_are_one_line_errors(tmp_path, tiny_llama_dir, cac
 def test_instructions_need_the_distilled_kind():
     with pytest.raises(Soft2HardError, match="add 'distilled' to the kinds"):
         BuildConfig(kinds=("general",), instructions=(("gen/plural", "Pluralise."),))
+
+
+def test_only_split_runs_one_split_now_and_a_later_build_the_rest(tmp_path, tiny_llama_dir, cache_dir):
+    cfg = BuildConfig(model=str(tiny_llama_dir), tasks=("gen/plural", "gen/first_letter", "gen/antonym"),
+                      general_heldout=1, kinds=("general",), amp="none", tuning=TINY_TUNING)
+    m = build(tmp_path / "d", cfg, cache_dir, workers=0, progress=False, only_split="train")
+    assert m.tasks and {t.split for t in m.tasks} == {"train"}
+    full = build(tmp_path / "d", cfg, cache_dir, workers=0, progress=False)
+    assert {t.split for t in full.tasks} == {"train", "heldout"} and len(full.tasks) == 3
+    assert [p.to_dict() for t in m.tasks for p in t.prompts] == \
+        [p.to_dict() for t in full.tasks if t.split == "train" for p in t.prompts]

@@ -45,6 +45,8 @@ def add_parsers(sub) -> None:
     b.add_argument("--workers", type=int, default=1, help="Ray workers (0: no Ray, in this process)")
     b.add_argument("--address", default=None, help="existing Ray cluster address (default: start a local one)")
     b.add_argument("--max-jobs", type=int, default=None, help="stop after N runs (rerun to continue)")
+    b.add_argument("--only-split", choices=["train", "heldout"], default=None,
+                   help="run only this split's unfinished runs now (held-out runs go first otherwise)")
     b.add_argument("--quiet", action="store_true")
     p = dsub.add_parser("pack", help="pack a build into one fp16 bank file + manifest (small enough to commit)")
     p.add_argument("dod", type=Path, help="build folder or manifest.json")
@@ -76,7 +78,7 @@ def cmd_dod(args) -> None:
         if args.workers < 0:
             raise Soft2HardError("--workers must be >= 0")
         manifest = build(args.out, cfg, cache_dir(args), workers=args.workers, address=args.address,
-                         progress=not args.quiet, max_jobs=args.max_jobs)
+                         progress=not args.quiet, max_jobs=args.max_jobs, only_split=args.only_split)
         n = sum(len(t.prompts) for t in manifest.tasks)
         print(f"{args.out}/manifest.json: {len(manifest.tasks)} tasks, {n} prompts")
         return

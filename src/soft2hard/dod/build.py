@@ -213,24 +213,27 @@ class _Runner:
 
 
 def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, address: str | None = None,
-          progress: bool = True, max_jobs: int | None = None) -> Manifest:
+          progress: bool = True, max_jobs: int | None = None, only_split: str | None = None) -> Manifest:
     """Plan (or reload the plan), run every unfinished (task, seed) job, keep manifest.json current.
 
     Args:
         workers: Ray actors tuning in parallel (0: in this process, no Ray).
         address: an existing Ray cluster (``ray://host:port`` or ``auto``); default starts a local one.
         max_jobs: stop after this many jobs (for timing and for tests of resumption).
+        only_split: run only the unfinished jobs of this split now (a later call does the rest).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale(out)
     planned = load_or_create_plan(out, cfg, cache_dir)
-    pending = [(t, s) for t, s in job_order(jobs_for(planned, cfg)) if not is_finished(out, t.name, s)]
+    pending = [(t, s) for t, s in job_order(jobs_for(planned, cfg))
+               if not is_finished(out, t.name, s) and only_split in (None, t.split)]
     total = len(jobs_for(planned, cfg))
     if max_jobs is not None:
         pending = pending[:max_jobs]
     logger.info("DoD %s: %d tasks planned, %d runs, %d to do", out, len(planned), total, len(pending))
-    bar = tqdm(total=total, initial=total - len(pending) if max_jobs is None else 0, desc="dod build",
+    bar = tqdm(total=total, initial=total - len(pending) if max_jobs is None and only_split is None else 0,
+               desc="dod build",
                unit="prompt", disable=not progress, dynamic_ncols=True)
     failures: list[str] = []
     t0 = time.time()
