@@ -232,9 +232,9 @@ def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, addres
     if max_jobs is not None:
         pending = pending[:max_jobs]
     logger.info("DoD %s: %d tasks planned, %d runs, %d to do", out, len(planned), total, len(pending))
-    bar = tqdm(total=total, initial=total - len(pending) if max_jobs is None and only_split is None else 0,
-               desc="dod build",
-               unit="prompt", disable=not progress, dynamic_ncols=True)
+    partial = max_jobs is not None or only_split is not None  # the bar counts this call's runs only
+    bar = tqdm(total=len(pending) if partial else total, initial=0 if partial else total - len(pending),
+               desc="dod build", unit="prompt", disable=not progress, dynamic_ncols=True)
     failures: list[str] = []
     t0 = time.time()
 
