@@ -200,3 +200,16 @@ def test_shipped_translator_names_unseen_labels(cache_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = json.loads(proc.stdout)["text"]
     assert class_rate(text, task.labels) >= 0.5, (text, task.labels)
+
+
+def test_eval_cli_runs_only_the_chosen_methods(tmp_path, trained, tiny_dod, tiny_llama_dir):
+    profile = Profile(model=str(tiny_llama_dir), pairs=[(1, 1)], metric="rouge_l", n_prompts=0,
+                      inspect={"max_new_tokens": 8})
+    profile.save(tmp_path / "p.json")
+    proc = _cli("translator", "eval", "--dod", tiny_dod, "--translator", trained, "--out", tmp_path / "e",
+                "--profile", tmp_path / "p.json", "--methods", "projection,translator", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "e" / "rows.json").read_text())
+    assert rows and {r["method"] for r in rows} == {"projection", "translator"}
+    proc = _cli("translator", "eval", "--dod", tiny_dod, "--out", tmp_path / "f", "--methods", "projection,oracle")
+    assert proc.returncode == 2 and "unknown oracle" in proc.stderr and proc.stderr.count("\n") == 1

@@ -35,6 +35,8 @@ def add_parsers(sub) -> None:
     e.add_argument("--out", type=Path, required=True, help="folder for rows.json, summary.json, results.md")
     e.add_argument("--oracle-layers", default="1-29:4", help="layer grid searched by oracle InSPEcT")
     e.add_argument("--max-tasks", type=int, default=None)
+    e.add_argument("--methods", default="projection,inspect_label_free,inspect_oracle,translator",
+                   help="comma-separated subset of projection, inspect_label_free, inspect_oracle, translator")
     e.add_argument("--profile", type=Path, default=None, help="label-free InSPEcT profile (default: the model's)")
     e.add_argument("--device", default="auto")
 
@@ -97,12 +99,17 @@ def cmd_translator(args) -> None:
               f"{tr.meta['train_tasks']} tasks in {tr.meta['train_seconds']:.0f} s (final loss {tr.meta['final_loss']:.3f})")
         return
     if args.translator_command == "eval":
-        from soft2hard.interpret.translator_eval import evaluate_translator, write_results
+        from soft2hard.interpret.translator_eval import METHODS, evaluate_translator, write_results
 
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        unknown = sorted(set(methods) - set(METHODS))
+        if unknown or not methods:
+            raise Soft2HardError(f"--methods: unknown {', '.join(unknown) or '(none given)'}; choose from "
+                                 f"{', '.join(METHODS)}")
         manifest = Manifest.load(args.dod)
         rows, summary = evaluate_translator(manifest, args.translator, cache_dir(args), device=args.device,
                                             oracle_layers=args.oracle_layers, max_tasks=args.max_tasks,
-                                            profile_path=args.profile)
+                                            profile_path=args.profile, methods=methods)
         write_results(args.out, rows, summary)
         print((args.out / "results.md").read_text())
         return
