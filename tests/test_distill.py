@@ -117,3 +117,24 @@ def test_cli_inputs_alias_and_teacher_targets(tmp_path, tiny_llama_dir, capsys):
     code = main(["tune", "--model", str(tiny_llama_dir), "--objective", "distill", "--teacher-prompt", "x",
                  "--out", str(tmp_path / "r2")])
     assert code == 2 and "--inputs" in capsys.readouterr().err
+
+
+def test_teacher_continuations_cover_only_the_inputs_the_run_uses(tiny_llama, tmp_path, monkeypatch):
+    words = [f"{a}{b}" for a in "abcdefghij" for b in "klmnopqrst"]  # 100 inputs: far more than 2 steps use
+    big = Task("t/big", "test", TEACHER, tuple(Example(w, w[0]) for w in words))
+    seen = []
+    real = tuning.teacher_continuations
+
+    def recording(lm, teacher_prompt, task, examples, *args):
+        seen.append([ex.input for ex in examples])
+        return real(lm, teacher_prompt, task, examples, *args)
+
+    monkeypatch.setattr(tuning, "teacher_continuations", recording)
+    cfg = TuningConfig(n_tokens=4, steps=2, batch_size=3, lr=0.1, eval_every=2, max_eval_examples=4,
+                       max_test_examples=4, objective="distill", teacher_prompt=TEACHER, distill_targets="teacher",
+                       distill_max_new_tokens=3)
+    tune(tiny_llama, big, cfg, tmp_path / "run", progress=False)
+    splits = big.splits(seed=cfg.seed)
+    expected = [ex.input for ex in splits.validation[:4]] + [
+        ex.input for s in range(2) for ex in tuning.batch_for_step(splits.train, s, cfg)]
+    assert seen == [expected] and len(set(expected)) <= 4 + 2 * 3 < len(splits.train)

@@ -231,9 +231,11 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
     meta = {"task": task.name, "seed": cfg.seed, "n_tokens": cfg.n_tokens, "init": cfg.init}
     teacher_targets = None
     if cfg.objective == "distill" and cfg.distill_targets == "teacher":
-        # computed once, in a fixed order, so a resumed run sees exactly the same targets
-        teacher_targets = teacher_continuations(lm, cfg.teacher_prompt, task, list(splits.train) + list(val),
-                                                cfg.distill_max_new_tokens, cfg.eval_batch_size)
+        # only for the inputs this run uses (validation, then training inputs in order of first use: the cost does
+        # not grow with the dataset), computed once in a fixed order so that a resumed run sees the same targets
+        used = list(val) + [ex for s in range(cfg.steps) for ex in batch_for_step(splits.train, s, cfg)]
+        teacher_targets = teacher_continuations(lm, cfg.teacher_prompt, task, used, cfg.distill_max_new_tokens,
+                                                cfg.eval_batch_size)
 
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"tune {task.name}", disable=not progress,
                dynamic_ncols=True)
