@@ -15,15 +15,15 @@ import statistics
 from pathlib import Path
 
 from soft2hard.dod.manifest import Manifest
-from soft2hard.metrics import rouge_l_score
+from soft2hard.metrics import mean_and_std, rouge_l_score
 
 BASELINES = ("projection", "inspect_label_free")
 METRICS = ("rouge_l", "cosine")
 
 
 def mean_std(values: list[float]) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.3f} ± {std:.3f}"
+    mean, std = mean_and_std(values)
+    return f"{mean:.3f} ± {std:.3f}"
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from soft2hard import atomic
+from soft2hard.errors import Soft2HardError
 from soft2hard.interpret.inspection import inspect_grid
 from soft2hard.interpret.projection import project
 from soft2hard.interpret.selection import (
@@ -43,6 +44,10 @@ def evaluate_translator(manifest, translator_dir: Path | None, cache_dir: Path, 
     """Rows (task x method) and a summary (kind x method -> mean, std) over the held-out tasks."""
     from soft2hard.models import load_model
 
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        raise Soft2HardError(f"methods: unknown {', '.join(unknown) or '(none given)'}; choose from "
+                             f"{', '.join(METHODS)}")
     tasks = manifest.split("heldout")[:max_tasks]
     plain = load_model(manifest.model, device=device, cache_dir=cache_dir)
     translator = None
