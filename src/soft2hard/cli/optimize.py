@@ -18,6 +18,11 @@ def add_parsers(sub) -> None:
     o.add_argument("--tokens", type=int, default=None, help="prompt length (default: PEZ 10, RLPrompt 5)")
     o.add_argument("--steps", type=int, default=None, help="optimizer steps (default: PEZ 200, RLPrompt 1000)")
     o.add_argument("--eval-every", type=int, default=None)
+    o.add_argument("--batch-size", type=int, default=None,
+                   help="task examples per step (default: PEZ 8, RLPrompt 16 per sampled prompt)")
+    o.add_argument("--lr", type=float, default=None, help="learning rate (default: PEZ 0.3 Adafactor, RLPrompt 1e-4)")
+    o.add_argument("--samples-per-step", type=int, default=None,
+                   help="RLPrompt only: prompts sampled per step (default 8; the cost per step grows with it)")
     o.add_argument("--weight", type=float, default=0.0,
                    help="interpretability weight: PEZ fluency weight w in [0,1], RLPrompt perplexity penalty lambda")
     o.add_argument("--sweep", default=None, help="comma-separated weights: one run each, then a table and a plot")
@@ -36,10 +41,15 @@ def _config(args):
     common = {"seed": args.seed}
     if args.steps is not None:
         common["steps"] = args.steps
-    if args.eval_every is not None:
-        common["eval_every"] = args.eval_every
+    for name in ("eval_every", "batch_size", "lr"):
+        if getattr(args, name) is not None:
+            common[name] = getattr(args, name)
     if args.method == "pez":
+        if args.samples_per_step is not None:
+            raise Soft2HardError("--samples-per-step is an RLPrompt setting; PEZ has no sampled prompts")
         return PezConfig(**common, fluency_weight=args.weight, **({"n_tokens": args.tokens} if args.tokens else {}))
+    if args.samples_per_step is not None:
+        common["samples_per_step"] = args.samples_per_step
     return RLPromptConfig(**common, perplexity_weight=args.weight,
                           **({"prompt_length": args.tokens} if args.tokens else {}))
 
