@@ -1,12 +1,14 @@
 """The interpretable-prompt comparison table of docs/OPTIMIZE.md.
 
-For each task: the soft prompt (accuracy), the shipped translator's text for it, and every point of the
-``soft2hard optimize --sweep`` runs found under ``--sweeps`` (PEZ and/or RLPrompt): test accuracy of the text
-before the input, faithfulness to the soft prompt (agreement, mean KL of the label distributions), perplexity
-under SmolLM2, word validity and degenerate flags.
+For each task: the soft prompt (accuracy), two controls that say what *any* text can do on this model (no
+prompt at all, and a few-shot text of balanced training demonstrations), hand-written prompts from ``--texts``,
+the shipped translator's text for the soft prompt, and every point of the ``soft2hard optimize --sweep`` runs
+found under ``--sweeps`` (PEZ and/or RLPrompt): test accuracy of the text before the input, faithfulness to the
+soft prompt (agreement, mean KL of the label distributions), perplexity under SmolLM2, word validity and
+degenerate flags.
 
 Usage:  python scripts/optimize_table.py --sweeps runs/pez_sweep --prompts runs/table \
-            gen/number_parity gen/word_sentiment bigbench/multiemo/all_sentence_en
+            [--texts examples/handwritten_prompts.jsonl] gen/number_parity gen/word_sentiment
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from soft2hard.faithfulness import faithfulness, label_distributions, scrutability  # noqa: E402
+from soft2hard.faithfulness import compare_label_distributions, label_distributions, scrutability  # noqa: E402
 from soft2hard.interpret.translator import load_translator, shipped_translator  # noqa: E402
 from soft2hard.models import load_model  # noqa: E402
 from soft2hard.prompts import SoftPrompt  # noqa: E402
@@ -26,10 +28,39 @@ from soft2hard.scoring import score  # noqa: E402
 from soft2hard.tasks import get_task  # noqa: E402
 
 
-def text_accuracy(lm, task, text, examples) -> float:
-    probs = label_distributions(lm, task, examples, text=text)
+def accuracy(task, probs, examples) -> float:
     labels = list(task.labels)
     return float(sum(labels[i] == ex.target for i, ex in zip(probs.argmax(-1).tolist(), examples)) / len(examples))
+
+
+def few_shot_text(task, train, shots: int) -> str:
+    """``shots`` training demonstrations in the task's own template, labels taken in turn (balanced, seedless:
+    the first training example of each label in split order)."""
+    pools = {label: [ex for ex in train if ex.target == label] for label in task.labels}
+    demos = [pools[label][i // len(pools)] for i, label in zip(range(shots), list(task.labels) * shots)]
+    return "\n".join(task.format_input(ex.input) + task.format_target(ex.target) for ex in demos)
+
+
+def text_row(lm, task, soft_probs, method: str, text: str | None, test) -> dict:
+    """Accuracy, faithfulness to the soft prompt and scrutability of one text (None: no prompt at all)."""
+    probs = label_distributions(lm, task, test, text=text)
+    row = {"task": task.name, "method": method, "text": text or "", "accuracy": accuracy(task, probs, test)}
+    row |= {f"faithfulness_{k}": v for k, v in compare_label_distributions(soft_probs, probs).items()}
+    return row | (scrutability(lm, text) if text else {})
+
+
+def cell(row: dict, key: str, fmt: str = "{:.3f}") -> str:
+    return fmt.format(row[key]) if row.get(key) is not None else ""
+
+
+def load_texts(path: Path | None) -> dict[str, list[dict]]:
+    """``{"task": T, "method": NAME, "text": TEXT}`` lines, grouped by task."""
+    grouped: dict[str, list[dict]] = {}
+    for line in path.read_text().splitlines() if path else []:
+        if line.strip():
+            entry = json.loads(line)
+            grouped.setdefault(entry["task"], []).append(entry)
+    return grouped
 
 
 def main() -> None:
@@ -38,29 +69,33 @@ def main() -> None:
     p.add_argument("--sweeps", type=Path, nargs="+", required=True, help="folders holding <task_slug>/sweep.json")
     p.add_argument("--prompts", type=Path, required=True, help="folder of tune runs named like runs/table/gen__plural")
     p.add_argument("--max-examples", type=int, default=64)
+    p.add_argument("--shots", type=int, default=4, help="demonstrations in the few-shot text control")
+    p.add_argument("--texts", type=Path, default=None, help="JSONL of hand-written prompts: task, method, text")
     p.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = p.parse_args()
     lm = load_model("smollm2-135m", device="cpu")
     translator = load_translator(load_model("smollm2-135m", device="cpu"), shipped_translator("smollm2-135m"))
+    handwritten = load_texts(args.texts)
     rows = []
     for name in args.tasks:
         task = get_task(name)
-        test = task.splits(seed=0).test[: args.max_examples]
+        splits = task.splits(seed=0)
+        test = splits.test[: args.max_examples]
         soft = SoftPrompt.load(args.prompts / name.replace("/", "__")).tensor
+        soft_probs = label_distributions(lm, task, test, prompt=soft)
         rows.append({"task": name, "method": "soft prompt", "text": "", "accuracy": score(lm, soft, task, test)})
-        for cue in ("instruction", "labels"):
-            text = translator.translate([soft], cue=cue)[0].text
-            rows.append({"task": name, "method": f"translator ({cue})", "text": text,
-                         "accuracy": text_accuracy(lm, task, text, test),
-                         **{f"faithfulness_{k}": v for k, v in faithfulness(lm, soft, text, task, test).items()},
-                         **scrutability(lm, text)})
+        texts = [("no prompt", None), (f"few-shot text ({args.shots})", few_shot_text(task, splits.train, args.shots)),
+                 *[(entry["method"], entry["text"]) for entry in handwritten.get(name, [])],
+                 *[(f"translator ({cue})", translator.translate([soft], cue=cue)[0].text)
+                   for cue in ("instruction", "labels")]]
+        rows.extend(text_row(lm, task, soft_probs, method, text, test) for method, text in texts)
         for folder in args.sweeps:
             sweep = folder / name.replace("/", "_") / "sweep.json"
             if not sweep.exists():
                 continue
             for r in json.loads(sweep.read_text()):
                 rows.append({"task": name, "method": f"{r['method']} w={r['weight']:g}", "text": r["text"],
-                             "accuracy": text_accuracy(lm, task, r["text"], test),
+                             "accuracy": accuracy(task, label_distributions(lm, task, test, text=r["text"]), test),
                              "accuracy_as_ids": r["test_score"],
                              "faithfulness_agreement": r.get("faithfulness_agreement"),
                              "faithfulness_mean_kl": r.get("faithfulness_mean_kl"),
@@ -70,16 +105,11 @@ def main() -> None:
         args.out.write_text(json.dumps(rows, indent=2))
     print("| task | prompt | accuracy (text) | agreement with soft prompt | KL | perplexity | words | flags | text |")
     print("|---|---|---|---|---|---|---|---|---|")
-    def cell(r: dict, key: str, fmt: str = "{:.3f}") -> str:
-        return fmt.format(r[key]) if r.get(key) is not None else ""
-
     for r in rows:
-        def f(key, fmt="{:.3f}", r=r):
-            return cell(r, key, fmt)
         text = r["text"].replace("|", "\\|").replace("\n", " ")
-        print(f"| {r['task']} | {r['method']} | {f('accuracy')} | {f('faithfulness_agreement')} | "
-              f"{f('faithfulness_mean_kl')} | {f('perplexity', '{:.0f}')} | {f('word_validity', '{:.2f}')} | "
-              f"{', '.join(r.get('degenerate') or []) or ''} | `{text}` |")
+        print(f"| {r['task']} | {r['method']} | {cell(r, 'accuracy')} | {cell(r, 'faithfulness_agreement')} | "
+              f"{cell(r, 'faithfulness_mean_kl')} | {cell(r, 'perplexity', '{:.0f}')} | "
+              f"{cell(r, 'word_validity', '{:.2f}')} | {', '.join(r.get('degenerate') or [])} | `{text}` |")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,11 @@ def faithfulness(lm: LanguageModel, prompt: torch.Tensor, text: str, task: Task,
         return fidelity(lm, prompt, text, task, examples, batch_size)  # text = teacher, soft prompt = student
     p = label_distributions(lm, task, examples, prompt=prompt, batch_size=batch_size)
     q = label_distributions(lm, task, examples, text=text, batch_size=batch_size)
+    return compare_label_distributions(p, q)
+
+
+def compare_label_distributions(p: torch.Tensor, q: torch.Tensor) -> dict[str, float]:
+    """Agreement of the argmax labels and mean KL(p || q) of two (N, L) label distributions."""
     kl = (p * (p.clamp_min(1e-12).log() - q.clamp_min(1e-12).log())).sum(-1)
     return {"agreement": float((p.argmax(-1) == q.argmax(-1)).float().mean()), "mean_kl": float(kl.mean())}
 

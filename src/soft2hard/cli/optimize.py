@@ -23,6 +23,8 @@ def add_parsers(sub) -> None:
     o.add_argument("--lr", type=float, default=None, help="learning rate (default: PEZ 0.3 Adafactor, RLPrompt 1e-4)")
     o.add_argument("--samples-per-step", type=int, default=None,
                    help="RLPrompt only: prompts sampled per step (default 8; the cost per step grows with it)")
+    o.add_argument("--top-k", type=int, default=None,
+                   help="RLPrompt only: sample among the LM's k most likely next tokens (official RLPrompt: 256)")
     o.add_argument("--weight", type=float, default=0.0,
                    help="interpretability weight: PEZ fluency weight w in [0,1], RLPrompt perplexity penalty lambda")
     o.add_argument("--sweep", default=None, help="comma-separated weights: one run each, then a table and a plot")
@@ -45,11 +47,13 @@ def _config(args):
         if getattr(args, name) is not None:
             common[name] = getattr(args, name)
     if args.method == "pez":
-        if args.samples_per_step is not None:
-            raise Soft2HardError("--samples-per-step is an RLPrompt setting; PEZ has no sampled prompts")
+        for flag in ("samples_per_step", "top_k"):
+            if getattr(args, flag) is not None:
+                raise Soft2HardError(f"--{flag.replace('_', '-')} is an RLPrompt setting; PEZ samples no prompts")
         return PezConfig(**common, fluency_weight=args.weight, **({"n_tokens": args.tokens} if args.tokens else {}))
-    if args.samples_per_step is not None:
-        common["samples_per_step"] = args.samples_per_step
+    for name in ("samples_per_step", "top_k"):
+        if getattr(args, name) is not None:
+            common[name] = getattr(args, name)
     return RLPromptConfig(**common, perplexity_weight=args.weight,
                           **({"prompt_length": args.tokens} if args.tokens else {}))
 
