@@ -27,6 +27,17 @@ def test_pez_sweep_writes_table_plot_and_faithfulness(tmp_path, tiny_llama_dir, 
                  "--out", str(tmp_path / "sweep"), "--tokens", "3", "--steps", "2", "--eval-every", "2",
                  "--sweep", "0,1", "--quiet", "--json"]) == 0
     assert [r["text"] for r in json.loads(capsys.readouterr().out)] == [r["text"] for r in rows]
+    # more steps continue the finished runs instead of silently reusing them; other settings are refused
+    assert main(["optimize", "--method", "pez", "--model", str(tiny_llama_dir), "--task", "gen/number_parity",
+                 "--out", str(tmp_path / "sweep"), "--tokens", "3", "--steps", "4", "--eval-every", "2",
+                 "--sweep", "0,1", "--quiet", "--json"]) == 0
+    capsys.readouterr()
+    assert json.loads((tmp_path / "sweep" / "w_1" / "result.json").read_text())["steps"] == 4
+    code = main(["optimize", "--method", "pez", "--model", str(tiny_llama_dir), "--task", "gen/number_parity",
+                 "--out", str(tmp_path / "sweep"), "--tokens", "3", "--steps", "4", "--eval-every", "2",
+                 "--sweep", "0,1", "--lr", "0.1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "different settings" in err and "lr" in err and err.count("\n") == 1
 
 
 def test_rlprompt_single_run(tmp_path, tiny_llama_dir, capsys):

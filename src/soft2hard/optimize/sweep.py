@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -31,6 +31,12 @@ def run_one(lm: LanguageModel, task: Task, method: str, cfg: PezConfig | RLPromp
             resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     optimize = optimize_pez if method == "pez" else optimize_rlprompt
     return optimize(lm, task, cfg, out, resume=resume, overwrite=overwrite, progress=progress)
+
+
+def finished_with(run_dir: Path, resolved: dict) -> bool:
+    """Whether ``run_dir`` holds a finished run with exactly these settings (reused as is by a sweep rerun)."""
+    config = run_dir / "config.json"
+    return (run_dir / "result.json").exists() and config.exists() and atomic.read_json(config) == resolved
 
 
 def sweep_row(lm: LanguageModel, task: Task, method: str, weight: float, result: dict,
@@ -53,11 +59,10 @@ def run_sweep(lm: LanguageModel, task: Task, method: str, weights: list[float], 
     rows = []
     for w in weights:
         run_dir = out / f"w_{w:g}"
-        done = run_dir / "result.json"
         wcfg = replace(cfg, **{WEIGHT_FIELD[method]: w})
-        if done.exists():  # finished earlier: a rerun of the sweep only fills in what is missing
-            result = json.loads(done.read_text())
-        else:
+        if finished_with(run_dir, {"method": method, "model": lm.name, "task": task.name, **asdict(wcfg)}):
+            result = json.loads((run_dir / "result.json").read_text())  # a rerun only fills in what is missing
+        else:  # resume refuses other settings; more --steps continue a finished run
             result = run_one(lm, task, method, wcfg, run_dir, resume=True, progress=progress)
         rows.append(sweep_row(lm, task, method, w, result, soft_prompt, cfg.seed))
         logger.info("weight %g: score %.3f, perplexity %.1f, %r", w, result["test_score"], result["perplexity"],
