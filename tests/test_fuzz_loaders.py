@@ -36,6 +36,7 @@ from soft2hard.errors import Soft2HardError
 from soft2hard.interpret.inspection import InspectConfig
 from soft2hard.interpret.selection import SHIPPED_PROFILES, Profile
 from soft2hard.optimize.pez import PezConfig
+from soft2hard.optimize.rlprompt import RLPromptConfig
 from soft2hard.prompts import SoftPrompt
 from soft2hard.runs import prepare
 from soft2hard.tasks import get_task
@@ -626,6 +627,26 @@ def test_pez_config_never_crashes(kwargs):
         _assert_sane_config(cfg, ("n_tokens", "steps", "batch_size", "seed", "eval_every", "max_eval_examples",
                                   "max_test_examples", "eval_batch_size"),
                             ("lr", "grad_clip", "fluency_weight"), ("max_train_examples",), ("init",), ())
+
+
+RLPROMPT_GOOD = {"prompt_length": [1, 5], "steps": [1, 150], "samples_per_step": [2, 8], "batch_size": [16],
+                 "lr": [1e-4], "mlp_hidden": [256], "target_update": [0.01, 1], "correct_coef": [2.0],
+                 "incorrect_coef": [1.8], "perplexity_weight": [0.0, 0.3], "reward_scale": [1.0, 5],
+                 "sql_loss": ["single_step", "path"], "top_k": [None, 256], "eval_every": [50], "seed": [0, 3],
+                 "max_eval_examples": [64], "max_test_examples": [200], "max_train_examples": [None, 100],
+                 "eval_batch_size": [16]}
+
+
+@FUZZ
+@given(kwargs=_config_values(RLPromptConfig, RLPROMPT_GOOD))
+def test_rlprompt_config_never_crashes(kwargs):
+    cfg = load_or_reject(lambda: RLPromptConfig(**kwargs), "")
+    if cfg is not None:
+        _assert_sane_config(cfg, ("prompt_length", "steps", "samples_per_step", "batch_size", "mlp_hidden", "seed",
+                                  "eval_every", "max_eval_examples", "max_test_examples", "eval_batch_size"),
+                            ("lr", "target_update", "correct_coef", "incorrect_coef", "perplexity_weight",
+                             "reward_scale"), ("max_train_examples", "top_k"), ("sql_loss",), ())
+        assert cfg.samples_per_step >= 2 and 0 < cfg.target_update <= 1 and cfg.reward_scale > 0
 
 
 # --- 5. cached API responses (SQLite) ---------------------------------------------------------------------------

@@ -52,12 +52,15 @@ def test_rlprompt_single_run(tmp_path, tiny_llama_dir, capsys):
 def test_rlprompt_cost_flags_reach_the_config_and_resume_checks_them(tmp_path, tiny_llama_dir, capsys):
     base = ["optimize", "--method", "rlprompt", "--model", str(tiny_llama_dir), "--task", "gen/number_parity",
             "--out", str(tmp_path / "rl"), "--tokens", "2", "--steps", "2", "--eval-every", "1", "--quiet"]
-    assert main([*base, "--samples-per-step", "3", "--batch-size", "4", "--lr", "0.001", "--top-k", "5"]) == 0
+    assert main([*base, "--samples-per-step", "3", "--batch-size", "4", "--lr", "0.001", "--top-k", "5",
+                 "--sql-loss", "path", "--reward-scale", "5"]) == 0
     config = json.loads((tmp_path / "rl" / "config.json").read_text())
     assert (config["samples_per_step"], config["batch_size"], config["lr"], config["top_k"]) == (3, 4, 0.001, 5)
+    assert (config["sql_loss"], config["reward_scale"]) == ("path", 5.0)
     capsys.readouterr()
     # resuming with a different cost setting is refused, naming the setting
-    code = main([*base, "--samples-per-step", "2", "--batch-size", "4", "--lr", "0.001", "--top-k", "5", "--resume"])
+    code = main([*base, "--samples-per-step", "2", "--batch-size", "4", "--lr", "0.001", "--top-k", "5",
+                 "--sql-loss", "path", "--reward-scale", "5", "--resume"])
     err = capsys.readouterr().err
     assert code == 2 and "samples_per_step" in err and err.count("\n") == 1
 
@@ -65,7 +68,7 @@ def test_rlprompt_cost_flags_reach_the_config_and_resume_checks_them(tmp_path, t
 def test_bad_optimize_input_is_one_line(tmp_path, tiny_llama_dir, capsys):
     for argv, msg in [(["--sweep", "0,x"], "comma-separated numbers"), (["--weight", "2"], "fluency_weight"),
                       (["--sweep", "0,1.5"], "fluency_weight"), (["--samples-per-step", "4"], "RLPrompt setting"),
-                      (["--top-k", "4"], "RLPrompt setting"),
+                      (["--top-k", "4"], "RLPrompt setting"), (["--reward-scale", "5"], "RLPrompt setting"),
                       (["--lr", "0"], "lr must be"), (["--batch-size", "0"], "batch_size must be")]:
         code = main(["optimize", "--method", "pez", "--task", "gen/plural", "--out", str(tmp_path / "x"), *argv])
         err = capsys.readouterr().err

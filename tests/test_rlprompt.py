@@ -16,6 +16,7 @@ from soft2hard.optimize.rlprompt import (
     classification_reward,
     make_mlp,
     optimize_rlprompt,
+    path_loss,
     policy_logits,
     prompt_rewards,
     sample_prompts,
@@ -92,6 +93,32 @@ def test_soft_q_loss_hand_built():
     assert loss2.item() == pytest.approx(((1.0 - math.log(4.0)) ** 2 + (3.0 - 1.0) ** 2) / 2, rel=1e-6)
 
 
+def test_path_loss_hand_built():
+    # S=1, k=2, V=3. Online log pi of the taken actions: A_0 = log(1/4) (action 0 of [0, log 3, -inf]) and
+    # A_1 = log(1/2) (action 1 of [0, 0, -inf]). Target values V'(s_0) = log 2, V'(s_1) = log 4, reward 1.
+    q = torch.tensor([[[0.0, math.log(3.0), float("-inf")], [0.0, 0.0, float("-inf")]]])
+    tq = torch.tensor([[[0.0, 0.0, float("-inf")], [math.log(2.0), math.log(2.0), float("-inf")]]])
+    a0, a1, v0, v1, r = math.log(0.25), math.log(0.5), math.log(2.0), math.log(4.0), 1.0
+    single = (a0 - (v1 - v0)) ** 2 + (a1 - (r - v1)) ** 2
+    multi = (a0 + a1 - (r - v0)) ** 2 + (a1 - (r - v1)) ** 2
+    loss = path_loss(q, torch.tensor([[0, 1]]), tq, torch.tensor([r]))
+    assert loss.item() == pytest.approx((single + multi) / 2, rel=1e-6)
+    # adding a constant to every online logit changes nothing: the loss sees log-probabilities only
+    assert path_loss(q + 7.0, torch.tensor([[0, 1]]), tq, torch.tensor([r])).item() == pytest.approx(loss.item())
+
+
+def test_path_loss_run_differs_and_is_deterministic(tiny_llama, tmp_path):
+    task = fruit_task()
+    a = optimize_rlprompt(tiny_llama, task, tiny_cfg(sql_loss="path", reward_scale=5.0), tmp_path / "a",
+                          progress=False)
+    b = optimize_rlprompt(tiny_llama, task, tiny_cfg(sql_loss="path", reward_scale=5.0), tmp_path / "b",
+                          progress=False)
+    single = optimize_rlprompt(tiny_llama, task, tiny_cfg(), tmp_path / "c", progress=False)
+    assert a["ids"] == b["ids"] and a["history"] == b["history"]
+    assert [h["loss"] for h in a["history"]] != [h["loss"] for h in single["history"]]
+    assert a["config"]["sql_loss"] == "path" and a["config"]["reward_scale"] == 5.0
+
+
 def test_run_determinism_and_resume(tiny_llama, tmp_path, monkeypatch):
     task = fruit_task()
     cfg = tiny_cfg()
@@ -122,3 +149,7 @@ def test_rejects_generation_task_and_bad_config(tiny_llama, tmp_path):
         RLPromptConfig(samples_per_step=1)
     with pytest.raises(Soft2HardError, match="perplexity_weight"):
         RLPromptConfig(perplexity_weight=-1.0)
+    with pytest.raises(Soft2HardError, match="sql_loss must be one of single_step, path"):
+        RLPromptConfig(sql_loss="v3")
+    with pytest.raises(Soft2HardError, match="reward_scale"):
+        RLPromptConfig(reward_scale=0.0)

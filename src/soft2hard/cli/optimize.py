@@ -8,6 +8,8 @@ from pathlib import Path
 from soft2hard.cli.common import add_model_args, cache_dir, load_model_from_args
 from soft2hard.errors import Soft2HardError
 
+RLPROMPT_ONLY = ("samples_per_step", "top_k", "sql_loss", "reward_scale")
+
 
 def add_parsers(sub) -> None:
     o = sub.add_parser("optimize", help="optimize an interpretable hard prompt directly (PEZ or RLPrompt)")
@@ -25,6 +27,10 @@ def add_parsers(sub) -> None:
                    help="RLPrompt only: prompts sampled per step (default 8; the cost per step grows with it)")
     o.add_argument("--top-k", type=int, default=None,
                    help="RLPrompt only: sample among the LM's k most likely next tokens (official RLPrompt: 256)")
+    o.add_argument("--sql-loss", choices=["single_step", "path"], default=None,
+                   help="RLPrompt only: soft-Q loss form (default single_step; path = the official RLPrompt loss)")
+    o.add_argument("--reward-scale", type=float, default=None,
+                   help="RLPrompt only: multiplier of the z-scored reward (default 1; official RLPrompt: 5)")
     o.add_argument("--weight", type=float, default=0.0,
                    help="interpretability weight: PEZ fluency weight w in [0,1], RLPrompt perplexity penalty lambda")
     o.add_argument("--sweep", default=None, help="comma-separated weights: one run each, then a table and a plot")
@@ -47,11 +53,11 @@ def _config(args):
         if getattr(args, name) is not None:
             common[name] = getattr(args, name)
     if args.method == "pez":
-        for flag in ("samples_per_step", "top_k"):
+        for flag in RLPROMPT_ONLY:
             if getattr(args, flag) is not None:
                 raise Soft2HardError(f"--{flag.replace('_', '-')} is an RLPrompt setting; PEZ samples no prompts")
         return PezConfig(**common, fluency_weight=args.weight, **({"n_tokens": args.tokens} if args.tokens else {}))
-    for name in ("samples_per_step", "top_k"):
+    for name in RLPROMPT_ONLY:
         if getattr(args, name) is not None:
             common[name] = getattr(args, name)
     return RLPromptConfig(**common, perplexity_weight=args.weight,

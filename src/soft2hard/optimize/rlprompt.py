@@ -4,9 +4,11 @@ The policy is the frozen LM with a small trainable MLP applied residually to its
 as the LM itself (the MLP's last layer is zero) and only learns a correction. It emits k tokens from BOS; each
 sampled prompt is scored on a batch of task examples (gap between the gold label's probability and the best
 other label's, scaled up when correct), optionally minus ``lambda * log-perplexity`` of the prompt (the
-interpretability variant of METHODS.md section 6), and z-scored across the prompts of the step. Learning is soft
-Q-learning: the policy logits are Q-values, regressed onto ``logsumexp`` of a Polyak-averaged target network's
-Q at the next state, and onto the reward at the last token.
+interpretability variant of METHODS.md section 6), z-scored across the prompts of the step and multiplied by
+``reward_scale``. Learning is soft Q-learning with a Polyak-averaged target network, in one of two forms: the
+policy logits are Q-values regressed onto ``logsumexp`` of the target's Q at the next state and onto the reward
+at the last token (``sql_loss="single_step"``), or the official RLPrompt path-consistency losses on
+log-probabilities (``"path"``, see :func:`path_loss`).
 
 Like ``tuning.py``, everything random in step s is a pure function of (seed, s) (the task batch and a
 ``torch.Generator`` for sampling), and checkpoints hold the MLP, its target copy and Adam's state, so a resumed
@@ -33,9 +35,10 @@ from soft2hard.faithfulness import label_distributions, log_perplexity, scrutabi
 from soft2hard.lm import LanguageModel
 from soft2hard.scoring import score
 from soft2hard.tasks.base import Example, Task
-from soft2hard.tuning import batch_for_step  # batches are a pure function of (seed, step), as in tuning
+from soft2hard.tuning import batch_for_step, is_int, is_number  # batches: a pure function of (seed, step)
 
 STATE_NAME = "state.json"
+SQL_LOSSES = ("single_step", "path")
 TENSORS_NAME = "policy.safetensors"
 
 
@@ -51,6 +54,8 @@ class RLPromptConfig:
     correct_coef: float = 2.0
     incorrect_coef: float = 1.8
     perplexity_weight: float = 0.0  # lambda: reward -= lambda * log-perplexity of the prompt
+    reward_scale: float = 1.0  # z-scored rewards are multiplied by this (official RLPrompt shaping: 5)
+    sql_loss: str = "single_step"  # single_step: Q -> target; path: official RLPrompt default (see path_loss)
     top_k: int | None = None  # sample only among the LM's top-k next tokens (another interpretability knob)
     eval_every: int = 50  # validate the greedy prompt + checkpoint every this many steps (and at the end)
     seed: int = 0
@@ -60,27 +65,30 @@ class RLPromptConfig:
     eval_batch_size: int = 16
 
     def __post_init__(self) -> None:
-        ints = {"prompt_length": self.prompt_length, "steps": self.steps, "samples_per_step": self.samples_per_step,
-                "batch_size": self.batch_size, "mlp_hidden": self.mlp_hidden, "eval_every": self.eval_every,
-                "max_eval_examples": self.max_eval_examples, "max_test_examples": self.max_test_examples,
-                "eval_batch_size": self.eval_batch_size}
-        for name, value in ints.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        for name in ("prompt_length", "steps", "samples_per_step", "batch_size", "mlp_hidden", "eval_every",
+                     "max_eval_examples", "max_test_examples", "eval_batch_size"):
+            value = getattr(self, name)
+            if not is_int(value) or value < 1:
                 raise Soft2HardError(f"{name} must be a positive integer, got {value!r}")
         if self.samples_per_step < 2:
             raise Soft2HardError(f"samples_per_step must be >= 2 (rewards are z-scored across them), "
                                  f"got {self.samples_per_step}")
-        for name in ("lr", "correct_coef", "incorrect_coef"):
+        for name in ("max_train_examples", "top_k"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if value is not None and not (is_int(value) and value > 0):
+                raise Soft2HardError(f"{name} must be a positive integer or None, got {value!r}")
+        if not is_int(self.seed):
+            raise Soft2HardError(f"seed must be an integer, got {self.seed!r}")
+        for name in ("lr", "correct_coef", "incorrect_coef", "reward_scale"):
+            value = getattr(self, name)
+            if not is_number(value) or value <= 0:
                 raise Soft2HardError(f"{name} must be a positive number, got {value!r}")
-        if not (isinstance(self.target_update, (int, float)) and 0 < self.target_update <= 1):
+        if not (is_number(self.target_update) and 0 < self.target_update <= 1):
             raise Soft2HardError(f"target_update (Polyak tau) must be in (0, 1], got {self.target_update!r}")
-        w = self.perplexity_weight
-        if not (isinstance(w, (int, float)) and math.isfinite(w) and w >= 0):
-            raise Soft2HardError(f"perplexity_weight must be a number >= 0, got {w!r}")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            raise Soft2HardError(f"top_k must be a positive integer or None, got {self.top_k!r}")
+        if not is_number(self.perplexity_weight) or self.perplexity_weight < 0:
+            raise Soft2HardError(f"perplexity_weight must be a number >= 0, got {self.perplexity_weight!r}")
+        if not isinstance(self.sql_loss, str) or self.sql_loss not in SQL_LOSSES:
+            raise Soft2HardError(f"sql_loss must be one of {', '.join(SQL_LOSSES)}, got {self.sql_loss!r}")
 
 
 # ---------------------------------------------------------------------------------------------- rewards
@@ -187,6 +195,27 @@ def soft_q_loss(q: torch.Tensor, actions: torch.Tensor, target_q: torch.Tensor, 
     return F.mse_loss(q_taken, y)
 
 
+def path_loss(q: torch.Tensor, actions: torch.Tensor, target_q: torch.Tensor, rewards: torch.Tensor) -> torch.Tensor:
+    """The official RLPrompt loss ("v2_v2r_v3_v3r" without the reversed terms): the mean of a single-step and a
+    multi-step path-consistency error on advantages A = Q - V = log pi, summed over steps, averaged over prompts.
+
+    Single-step: A_t -> V'(s_{t+1}) - V'(s_t), and r - V'(s_{k-1}) at the last token (V' = logsumexp target-Q).
+    Multi-step: sum_{j>=t} A_j -> r - V'(s_t). Regressing log-probabilities instead of raw Q-values means the
+    policy is not first pulled to the reward's scale, which the single-step loss spends its early steps on.
+    q and target_q: (S, k, V) with disallowed actions at -inf; actions (S, k); rewards (S,).
+    """
+    v = q.logsumexp(-1)
+    advantage = q.gather(2, actions[:, :, None].to(q.device)).squeeze(2) - v  # (S, k)
+    with torch.no_grad():
+        v_target = target_q.logsumexp(-1)
+        r = rewards[:, None].to(q.device, q.dtype)
+        single_target = torch.cat([v_target[:, 1:] - v_target[:, :-1], r - v_target[:, -1:]], 1)
+        multi_target = r - v_target
+    future = advantage.flip(1).cumsum(1).flip(1)  # sum_{j >= t} A_j
+    per_token = ((advantage - single_target) ** 2 + (future - multi_target) ** 2) / 2
+    return per_token.sum(1).mean()
+
+
 @torch.no_grad()
 def polyak_update(target: torch.nn.Module, online: torch.nn.Module, tau: float) -> None:
     for t, o in zip(target.parameters(), online.parameters()):
@@ -206,7 +235,11 @@ def train_step(lm: LanguageModel, mlp: torch.nn.Module, target: torch.nn.Module,
     with torch.no_grad():
         allowed = action_mask(lm, lm.logits_from_hidden(hidden), cfg.top_k)
         target_q = policy_logits(lm, target, hidden).masked_fill(~allowed, float("-inf"))
-    loss = soft_q_loss(policy_logits(lm, mlp, hidden), ids, target_q, zscore(reward))
+    shaped = cfg.reward_scale * zscore(reward)
+    if cfg.sql_loss == "path":  # log pi over the actions the policy can sample
+        loss = path_loss(policy_logits(lm, mlp, hidden).masked_fill(~allowed, float("-inf")), ids, target_q, shaped)
+    else:
+        loss = soft_q_loss(policy_logits(lm, mlp, hidden), ids, target_q, shaped)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
