@@ -47,15 +47,13 @@ def _config(args):
     from soft2hard.optimize import PezConfig, RLPromptConfig
 
     common = {"seed": args.seed}
-    if args.steps is not None:
-        common["steps"] = args.steps
-    for name in ("eval_every", "batch_size", "lr"):
+    for name in ("steps", "eval_every", "batch_size", "lr"):
         if getattr(args, name) is not None:
             common[name] = getattr(args, name)
     if args.method == "pez":
         for flag in RLPROMPT_ONLY:
             if getattr(args, flag) is not None:
-                raise Soft2HardError(f"--{flag.replace('_', '-')} is an RLPrompt setting; PEZ samples no prompts")
+                raise Soft2HardError(f"--{flag.replace('_', '-')} is an RLPrompt setting; PEZ has no such setting")
         return PezConfig(**common, fluency_weight=args.weight, **({"n_tokens": args.tokens} if args.tokens else {}))
     for name in RLPROMPT_ONLY:
         if getattr(args, name) is not None:
