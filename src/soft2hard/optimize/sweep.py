@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ import torch
 from soft2hard import atomic
 from soft2hard.faithfulness import faithfulness
 from soft2hard.lm import LanguageModel
-from soft2hard.optimize.pez import PezConfig, optimize_pez
+from soft2hard.optimize.pez import PezConfig, optimize_pez, optimizer_settings
 from soft2hard.optimize.rlprompt import RLPromptConfig, optimize_rlprompt
 from soft2hard.tasks.base import Task
 
@@ -60,7 +60,7 @@ def run_sweep(lm: LanguageModel, task: Task, method: str, weights: list[float], 
     for w in weights:
         run_dir = out / f"w_{w:g}"
         wcfg = replace(cfg, **{WEIGHT_FIELD[method]: w})
-        if finished_with(run_dir, {"method": method, "model": lm.name, "task": task.name, **asdict(wcfg)}):
+        if finished_with(run_dir, optimizer_settings(method, lm, task, wcfg)):
             result = json.loads((run_dir / "result.json").read_text())  # a rerun only fills in what is missing
         else:  # resume refuses other settings; more --steps continue a finished run
             result = run_one(lm, task, method, wcfg, run_dir, resume=True, progress=progress)
