@@ -10,6 +10,7 @@ killed writer are removed.
 from __future__ import annotations
 
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 from soft2hard import atomic
@@ -36,6 +37,12 @@ def changed_settings(stored, wanted: dict, source: Path, may_change: tuple[str, 
         raise Soft2HardError(f"{source}: expected a JSON object of settings; remove it to start over")
     changed = sorted(k for k in set(stored) | set(wanted) if k not in may_change and stored.get(k) != wanted.get(k))
     return [k if k in wanted else ascii(k) for k in changed]  # a stored-only key may hold any character
+
+
+def settings(model: str, task: str, cfg, **extra) -> dict:
+    """The settings a run stores in ``config.json`` (and a resume or a sweep rerun compares): ``extra`` (such as
+    the optimizer's name), the model, the task and every field of the dataclass ``cfg``."""
+    return {**extra, "model": model, "task": task, **asdict(cfg)}
 
 
 def checkpoint_dir(out: Path, step: int) -> Path:

@@ -13,7 +13,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -212,7 +212,7 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
     splits = task.splits(seed=cfg.seed, max_examples=cfg.max_train_examples)
     val = splits.validation[: cfg.max_eval_examples]
     test = splits.test[: cfg.max_test_examples]
-    resolved = {"model": lm.name, "task": task.name, **asdict(cfg)}
+    resolved = runs.settings(lm.name, task.name, cfg)
     existing = runs.prepare(out, resolved, "a tuning run", STATE_NAME, resume, overwrite, scratch=(".final",))
 
     torch.manual_seed(cfg.seed)

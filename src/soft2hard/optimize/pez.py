@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -162,11 +162,6 @@ def _load_checkpoint(ckpt: Path, prompt: torch.nn.Parameter, opt: torch.optim.Op
     return json.loads((ckpt / STATE_NAME).read_text())
 
 
-def optimizer_settings(method: str, lm: LanguageModel, task: Task, cfg) -> dict:
-    """The settings a PEZ or RLPrompt run stores in config.json (and a resume or a sweep rerun compares)."""
-    return {"method": method, "model": lm.name, "task": task.name, **asdict(cfg)}
-
-
 def optimize_pez(lm: LanguageModel, task: Task, cfg: PezConfig, out: Path, resume: bool = False,
                  overwrite: bool = False, progress: bool = True) -> dict:
     """Optimize a hard prompt with PEZ and write ``out/result.json`` (+ config.json, checkpoints/).
@@ -180,7 +175,7 @@ def optimize_pez(lm: LanguageModel, task: Task, cfg: PezConfig, out: Path, resum
     out = Path(out)
     splits = task.splits(seed=cfg.seed, max_examples=cfg.max_train_examples)
     val, test = splits.validation[: cfg.max_eval_examples], splits.test[: cfg.max_test_examples]
-    resolved = optimizer_settings("pez", lm, task, cfg)
+    resolved = runs.settings(lm.name, task.name, cfg, method="pez")
     existing = runs.prepare(out, resolved, "a PEZ run", STATE_NAME, resume, overwrite, result_name=RESULT_NAME)
 
     emb = lm.vocab_embeddings()

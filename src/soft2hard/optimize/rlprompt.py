@@ -33,7 +33,6 @@ from soft2hard import atomic, runs
 from soft2hard.errors import Soft2HardError
 from soft2hard.faithfulness import label_distributions, log_perplexity, scrutability
 from soft2hard.lm import LanguageModel
-from soft2hard.optimize.pez import optimizer_settings
 from soft2hard.scoring import score
 from soft2hard.tasks.base import Example, Task
 from soft2hard.tuning import batch_for_step, is_int, is_number  # batches: a pure function of (seed, step)
@@ -293,7 +292,7 @@ def optimize_rlprompt(lm: LanguageModel, task: Task, cfg: RLPromptConfig, out: P
     out = Path(out)
     splits = task.splits(seed=cfg.seed, max_examples=cfg.max_train_examples)
     val, test = splits.validation[: cfg.max_eval_examples], splits.test[: cfg.max_test_examples]
-    resolved = optimizer_settings("rlprompt", lm, task, cfg)
+    resolved = runs.settings(lm.name, task.name, cfg, method="rlprompt")
     existing = runs.prepare(out, resolved, "an RLPrompt run", STATE_NAME, resume, overwrite, result_name="result.json")
 
     assert not any(p.requires_grad for p in lm.model.parameters()), "the LM must stay frozen"

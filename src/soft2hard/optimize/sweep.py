@@ -8,7 +8,6 @@ prompt's text), perplexity, word validity and degenerate-prompt flags, and plots
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import replace
@@ -16,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from soft2hard import atomic
+from soft2hard import atomic, runs
 from soft2hard.faithfulness import faithfulness
 from soft2hard.lm import LanguageModel
-from soft2hard.optimize.pez import PezConfig, optimize_pez, optimizer_settings
+from soft2hard.optimize.pez import PezConfig, optimize_pez
 from soft2hard.optimize.rlprompt import RLPromptConfig, optimize_rlprompt
 from soft2hard.tasks.base import Task
 
@@ -60,8 +59,8 @@ def run_sweep(lm: LanguageModel, task: Task, method: str, weights: list[float], 
     for w in weights:
         run_dir = out / f"w_{w:g}"
         wcfg = replace(cfg, **{WEIGHT_FIELD[method]: w})
-        if finished_with(run_dir, optimizer_settings(method, lm, task, wcfg)):
-            result = json.loads((run_dir / "result.json").read_text())  # a rerun only fills in what is missing
+        if finished_with(run_dir, runs.settings(lm.name, task.name, wcfg, method=method)):
+            result = atomic.read_json(run_dir / "result.json")  # a rerun only fills in what is missing
         else:  # resume refuses other settings; more --steps continue a finished run
             result = run_one(lm, task, method, wcfg, run_dir, resume=True, progress=progress)
         rows.append(sweep_row(lm, task, method, w, result, soft_prompt, cfg.seed))
