@@ -15,6 +15,7 @@ from soft2hard.errors import Soft2HardError
 from soft2hard.evaluation import EvalConfig, LazyTarget, SourceSide, evaluate, run
 from soft2hard.evaluation import conditions as cond
 from soft2hard.evaluation.items import bare, from_dod
+from soft2hard.evaluation.source import slug
 from soft2hard.models import load_model
 from soft2hard.targets import LocalTarget
 from soft2hard.tasks import get_task
@@ -87,7 +88,7 @@ def test_every_task_gets_every_condition(full):
     texts = json.loads((out / "texts.json").read_text())
     for i in items:
         entry = texts[i.name]
-        assert set(entry["texts"]) == set(cond.TEXT_CONDITIONS) and entry["reference"] == i.reference
+        assert set(entry["texts"]) == set(cond.TEXT_CONDITIONS) & set(ALL) and entry["reference"] == i.reference
         assert entry["texts"]["reference"]["text"] == i.reference
         grid = entry["inspect_grid"]
         assert grid["layers"] == [0, 1] and len(grid["rouge_l"]) == 2 and len(grid["rouge_l"][0]) == 2
@@ -154,6 +155,32 @@ def test_bad_configs_and_missing_prompts(tmp_path, tiny_llama_dir):
         evaluate(items, source, "m", [], EvalConfig(), tmp_path / "x", progress=False)
     with pytest.raises(Soft2HardError, match="no target model"):
         evaluate(items, source, "m", [], EvalConfig(conditions=("zero_shot",)), tmp_path / "x", progress=False)
+
+
+def test_rlprompt_condition_is_optimized_on_the_source_and_refuses_generation_tasks(
+        tmp_path, tiny_dod, tiny_llama_dir, tiny_gemma_dir):
+    """The rlprompt text comes from an RLPrompt run on the source model (seeded with the task's split seed,
+    resumable under OUT/rlprompt/) and is scored like every other text; generation tasks are refused up front."""
+    model, items = from_dod(tiny_dod, ["cat/fruit-animal"], cache_dir=tmp_path)
+    source = SourceSide(str(tiny_llama_dir), tmp_path, device="cpu", progress=False)
+    target = LazyTarget("local:gemma", lambda: LocalTarget(load_model(str(tiny_gemma_dir), device="cpu")))
+    cfg = EvalConfig(conditions=("rlprompt",), max_examples=3, faithfulness_examples=2, rlprompt_steps=2,
+                     rlprompt_lambda=0.2)
+    rows = evaluate(items, source, model, [target], cfg, tmp_path / "ev", progress=False)
+    assert [(r["task"], r["condition"]) for r in rows] == [("cat/fruit-animal", "rlprompt")]
+    run_dir = tmp_path / "ev" / "rlprompt" / slug("cat/fruit-animal")
+    result = json.loads((run_dir / "result.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["steps"], config["perplexity_weight"], config["seed"]) == (2, 0.2, items[0].split_seed)
+    text = json.loads((tmp_path / "ev" / "texts.json").read_text())["cat/fruit-animal"]["texts"]["rlprompt"]
+    assert text["text"] == result["text"] == rows[0]["instruction"] and text["ids"] == result["ids"]
+    assert rows[0]["perplexity"] > 0 and 0 <= rows[0]["faithfulness"] <= 1 and 0 <= rows[0]["score"] <= 1
+
+    _, mixed = from_dod(tiny_dod, ["all"], cache_dir=tmp_path)
+    with pytest.raises(Soft2HardError, match="rlprompt condition needs classification tasks; gen/"):
+        evaluate(mixed, source, model, [target], cfg, tmp_path / "mixed", progress=False)
+    with pytest.raises(Soft2HardError, match="rlprompt_lambda"):
+        EvalConfig(rlprompt_lambda=-1.0)
 
 
 def _cli(*args):

@@ -21,10 +21,11 @@ from matplotlib.figure import Figure
 
 from soft2hard.atomic import read_json, write_text
 from soft2hard.errors import Soft2HardError
+from soft2hard.evaluation.conditions import CONDITIONS
 from soft2hard.metrics import mean_and_std
 
 TITLE = "soft2hard evaluation"
-CONDITION_ORDER = ("soft_prompt", "zero_shot", "few_shot", "reference", "projection", "inspect", "translator", "pez")
+CONDITION_ORDER = CONDITIONS  # the report lists conditions in the evaluation's own order
 REQUIRED = ("task", "condition", "model", "score")
 N_EXAMPLES = 3
 MAX_CHARS = 2000

@@ -43,13 +43,16 @@ def add_parsers(sub) -> None:
     tgt.add_argument("--api-cache", type=Path, default=None, help="SQLite response cache (default OUT/api_cache.sqlite)")
     ev = e.add_argument_group("conditions")
     ev.add_argument("--conditions", default=",".join(DEFAULT_CONDITIONS),
-                    help=f"comma-separated, from {', '.join(CONDITIONS)} (default: all but pez)")
+                    help=f"comma-separated, from {', '.join(CONDITIONS)} (default: all but pez and rlprompt)")
     ev.add_argument("--k-shot", type=int, default=3)
     ev.add_argument("--max-examples", type=int, default=50, help="test examples per task (default 50)")
     ev.add_argument("--seed", type=int, default=0, help="few-shot demo sampling; split seed of bare tasks")
     ev.add_argument("--faithfulness-examples", type=int, default=24)
     ev.add_argument("--pez-steps", type=int, default=150)
     ev.add_argument("--pez-fluency", type=float, default=0.3, help="PEZ interpretability weight w in [0, 1)")
+    ev.add_argument("--rlprompt-steps", type=int, default=150)
+    ev.add_argument("--rlprompt-lambda", type=float, default=0.1,
+                    help="RLPrompt perplexity penalty lambda >= 0 (classification tasks only)")
     ev.add_argument("--inspect-grid", default=None, metavar="LAYERS",
                     help="also score an InSPEcT layer grid per task for the report's heatmap, e.g. 1-29:7")
     ev.add_argument("--translator", type=Path, default=None, help="translator directory (default: the shipped one)")
@@ -126,7 +129,8 @@ def cmd_evaluate(args) -> None:
     cfg = EvalConfig(conditions=tuple(c.strip() for c in args.conditions.split(",") if c.strip()),
                      k_shot=args.k_shot, max_examples=args.max_examples, seed=args.seed,
                      faithfulness_examples=args.faithfulness_examples, pez_steps=args.pez_steps,
-                     pez_fluency=args.pez_fluency, inspect_grid=args.inspect_grid)
+                     pez_fluency=args.pez_fluency, rlprompt_steps=args.rlprompt_steps,
+                     rlprompt_lambda=args.rlprompt_lambda, inspect_grid=args.inspect_grid)
     model, items = _items(args, args.model)
     model = canonical_model_name(model)
     source = SourceSide(model, cache_dir(args), device=args.device, dtype=args.dtype, amp=args.amp,

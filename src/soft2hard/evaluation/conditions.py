@@ -16,9 +16,10 @@ from soft2hard.metrics import rouge_l
 from soft2hard.tasks.base import Example, Task
 
 SOURCE_CONDITIONS = ("soft_prompt",)  # run on the source model with the soft prompt itself
-TARGET_CONDITIONS = ("zero_shot", "few_shot", "reference", "projection", "inspect", "translator", "pez")
+TARGET_CONDITIONS = ("zero_shot", "few_shot", "reference", "projection", "inspect", "translator", "pez", "rlprompt")
 CONDITIONS = SOURCE_CONDITIONS + TARGET_CONDITIONS
-TEXT_CONDITIONS = ("reference", "projection", "inspect", "translator", "pez")  # an instruction text on the target
+# an instruction text on the target
+TEXT_CONDITIONS = ("reference", "projection", "inspect", "translator", "pez", "rlprompt")
 NEEDS_SOFT_PROMPT = ("soft_prompt", "projection", "inspect", "translator")
 DEFAULT_CONDITIONS = ("soft_prompt", "zero_shot", "few_shot", "reference", "projection", "inspect", "translator")
 STOP = ("\n\n",)  # the answer is the first non-empty line; a blank line ends it

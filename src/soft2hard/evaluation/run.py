@@ -29,6 +29,7 @@ from soft2hard.evaluation import conditions as cond
 from soft2hard.evaluation.source import EvalTask, SourceSide
 from soft2hard.interpret.selection import parse_layers
 from soft2hard.metrics import mean_and_std
+from soft2hard.tuning import is_number
 
 logger = logging.getLogger(__name__)
 SETTINGS_VERSION = 1
@@ -44,6 +45,8 @@ class EvalConfig:
     faithfulness_examples: int = 24  # test examples behind each text's faithfulness
     pez_steps: int = 150
     pez_fluency: float = 0.3  # w in (1-w)*task + w*fluency
+    rlprompt_steps: int = 150
+    rlprompt_lambda: float = 0.1  # reward -= lambda * log-perplexity of the prompt
     inspect_grid: str | None = None  # layers (e.g. "1-29:7") for a per-task InSPEcT heatmap in the report
 
     def __post_init__(self) -> None:
@@ -51,16 +54,23 @@ class EvalConfig:
         if unknown or not self.conditions:
             raise Soft2HardError(f"unknown condition(s) {', '.join(unknown) or '(none given)'}; "
                                  f"choose from {', '.join(cond.CONDITIONS)}")
-        for name in ("k_shot", "max_examples", "faithfulness_examples", "pez_steps"):
+        for name in ("k_shot", "max_examples", "faithfulness_examples", "pez_steps", "rlprompt_steps"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise Soft2HardError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0.0 <= self.pez_fluency < 1.0:
             raise Soft2HardError(f"pez_fluency must be in [0, 1), got {self.pez_fluency}")
+        if not (is_number(self.rlprompt_lambda) and self.rlprompt_lambda >= 0):
+            raise Soft2HardError(f"rlprompt_lambda must be a number >= 0, got {self.rlprompt_lambda!r}")
         if self.inspect_grid is not None:
             parse_layers(self.inspect_grid)
 
     def target_conditions(self) -> list[str]:
         return [c for c in self.conditions if c in cond.TARGET_CONDITIONS]
+
+    def optimizer_settings(self) -> dict[str, dict]:
+        """What the optimized conditions pass to their optimizer (seeded per task with its split seed)."""
+        return {"pez": {"steps": self.pez_steps, "fluency_weight": self.pez_fluency},
+                "rlprompt": {"steps": self.rlprompt_steps, "perplexity_weight": self.rlprompt_lambda}}
 
 
 class LazyTarget:
@@ -134,10 +144,9 @@ def _source_work(state: Evaluation, item: EvalTask, source: SourceSide, source_n
     entry = state.texts.setdefault(item.name, {"kind": item.kind, "reference": item.reference,
                                                "origin": item.origin, "texts": {}})
     test = item.test(cfg.max_examples)
-    pez = {"steps": cfg.pez_steps, "fluency_weight": cfg.pez_fluency}
     for condition in [c for c in cfg.conditions if c in cond.TEXT_CONDITIONS and c not in entry["texts"]]:
         bar.set_postfix_str(f"{item.name}: {condition} text")
-        info = source.text(item, condition, pez, state.out / "pez")
+        info = source.text(item, condition, cfg.optimizer_settings(), state.out)
         info.update(source.text_metrics(item, info["text"], test[: cfg.faithfulness_examples]))
         entry["texts"][condition] = info
         state.save_texts()
@@ -179,6 +188,10 @@ def evaluate(items: list[EvalTask], source: SourceSide, source_name: str, target
     if missing and needs:
         raise Soft2HardError(f"no soft prompt for {', '.join(missing[:3])}: the conditions {', '.join(needs)} need "
                              "one (pass --dod DIR or --prompt TASK=PATH), or leave them out with --conditions")
+    if "rlprompt" in cfg.conditions and (generation := [i.name for i in items if i.task.kind != "classification"]):
+        raise Soft2HardError(f"the rlprompt condition needs classification tasks; {', '.join(generation[:3])} "
+                             f"{'is a generation task' if len(generation) == 1 else 'are generation tasks'}: "
+                             "leave rlprompt out with --conditions, or evaluate only classification tasks")
     if cfg.target_conditions() and not targets:
         raise Soft2HardError("no target model: pass --target NAME and/or --base-url URL --api-model NAME")
     out = Path(out)

@@ -1,7 +1,7 @@
 """The source side of an evaluation: the soft prompt on its own model, and the texts that interpret it.
 
 Everything here runs on the source model (the one the prompts were tuned on): the soft prompt's own outputs,
-the projection / InSPEcT / translator / PEZ texts, and each text's faithfulness (does the text make the source
+the projection / InSPEcT / translator / PEZ / RLPrompt texts, and each text's faithfulness (does the text make the source
 model behave like the soft prompt?) and scrutability (perplexity under the source model, word validity).
 Models and interpreters load on first use, so a resumed evaluation whose source work is done loads none.
 """
@@ -107,12 +107,14 @@ class SourceSide:
                                    stop=STOP)
         return [answer_line(o) for o in outputs]
 
-    def text(self, item: EvalTask, condition: str, pez: dict, pez_dir: Path) -> dict:
-        """One interpretation of the item's soft prompt (or the reference), as ``{"text": ..., details}``."""
+    def text(self, item: EvalTask, condition: str, optimizers: dict[str, dict], out: Path) -> dict:
+        """One interpretation of the item's soft prompt (or the reference), as ``{"text": ..., details}``.
+
+        ``optimizers``: settings of the optimized conditions (pez, rlprompt), whose runs go to ``out/<method>/``."""
         if condition == "reference":
             return {"text": item.reference}
-        if condition == "pez":
-            return self._pez(item, pez, pez_dir)
+        if condition in optimizers:
+            return self._optimized(item, condition, optimizers[condition], out / condition)
         prompt = item.prompt.to(self.lm.device)
         if condition == "projection":
             from soft2hard.interpret.projection import project
@@ -130,12 +132,15 @@ class SourceSide:
             return {"text": self.translator().translate([prompt], cue=cue)[0].text, "cue": cue}
         raise ValueError(f"no text for condition {condition!r}")
 
-    def _pez(self, item: EvalTask, pez: dict, pez_dir: Path) -> dict:
-        from soft2hard.optimize.pez import PezConfig, optimize_pez
+    def _optimized(self, item: EvalTask, method: str, settings: dict, runs_dir: Path) -> dict:
+        """A PEZ or RLPrompt prompt optimized on the source model (resumable, one run folder per task)."""
+        from soft2hard.optimize import PezConfig, RLPromptConfig
+        from soft2hard.optimize.sweep import run_one
 
-        cfg = PezConfig(seed=item.split_seed, **pez)  # the seed fixes the split: PEZ trains on the train split only
-        result = optimize_pez(self.lm, item.task, cfg, pez_dir / slug(item.name), resume=True,
-                              progress=self.progress)
+        config = PezConfig if method == "pez" else RLPromptConfig
+        cfg = config(seed=item.split_seed, **settings)  # the seed fixes the split: training sees the train split only
+        result = run_one(self.lm, item.task, method, cfg, runs_dir / slug(item.name), resume=True,
+                         progress=self.progress)
         return {"text": result["text"], "ids": result["ids"], "source_test_score": result["test_score"]}
 
     def text_metrics(self, item: EvalTask, text: str, examples: tuple[Example, ...]) -> dict:
