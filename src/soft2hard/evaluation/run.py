@@ -29,7 +29,7 @@ from soft2hard.evaluation import conditions as cond
 from soft2hard.evaluation.source import EvalTask, SourceSide
 from soft2hard.interpret.selection import parse_layers
 from soft2hard.metrics import mean_and_std
-from soft2hard.tuning import is_number
+from soft2hard.tuning import is_int, is_number
 
 logger = logging.getLogger(__name__)
 SETTINGS_VERSION = 1
@@ -55,7 +55,7 @@ class EvalConfig:
             raise Soft2HardError(f"unknown condition(s) {', '.join(unknown) or '(none given)'}; "
                                  f"choose from {', '.join(cond.CONDITIONS)}")
         for name in ("k_shot", "max_examples", "faithfulness_examples", "pez_steps", "rlprompt_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise Soft2HardError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0.0 <= self.pez_fluency < 1.0:
             raise Soft2HardError(f"pez_fluency must be in [0, 1), got {self.pez_fluency}")

@@ -1,8 +1,9 @@
 """The source side of an evaluation: the soft prompt on its own model, and the texts that interpret it.
 
 Everything here runs on the source model (the one the prompts were tuned on): the soft prompt's own outputs,
-the projection / InSPEcT / translator / PEZ / RLPrompt texts, and each text's faithfulness (does the text make the source
-model behave like the soft prompt?) and scrutability (perplexity under the source model, word validity).
+the projection / InSPEcT / translator / PEZ / RLPrompt texts, and each text's faithfulness (does the text make
+the source model behave like the soft prompt?) and scrutability (perplexity under the source model, word
+validity).
 Models and interpreters load on first use, so a resumed evaluation whose source work is done loads none.
 """
 
