@@ -4,6 +4,7 @@ settings checks and the CLI contract. Source: the tiny Llama with the tiny DoD's
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import subprocess
@@ -142,6 +143,18 @@ def test_other_settings_are_refused(full, tiny_dod, tiny_llama_dir, tiny_gemma_d
     out, _, _ = full
     with pytest.raises(Soft2HardError, match="other settings.*max_examples"):
         _run(out, tiny_dod, tiny_llama_dir, tiny_gemma_dir, tiny_translator, tiny_profile, max_examples=2)
+
+
+def test_a_folder_from_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    """settings.json without the RLPrompt settings (added later) matches the defaults, and only them."""
+    cfg = EvalConfig(conditions=("zero_shot",))
+    settings = {"version": run.SETTINGS_VERSION, **run.json_ready(dataclasses.asdict(cfg))}
+    old = {k: v for k, v in settings.items() if not k.startswith("rlprompt_")}
+    (tmp_path / "settings.json").write_text(json.dumps(old))
+    run.check_settings(tmp_path, settings)  # no error
+    changed = {**settings, "rlprompt_lambda": 0.5}
+    with pytest.raises(Soft2HardError, match="other settings .rlprompt_lambda"):
+        run.check_settings(tmp_path, changed)
 
 
 def test_bad_configs_and_missing_prompts(tmp_path, tiny_llama_dir):

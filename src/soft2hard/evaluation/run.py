@@ -90,10 +90,16 @@ class LazyTarget:
 
 
 def check_settings(out: Path, settings: dict) -> None:
-    """Write settings.json, or check that a rerun asks for what the folder already holds."""
+    """Write settings.json, or check that a rerun asks for what the folder already holds.
+
+    A setting added to EvalConfig after the folder was made counts as its default there (the folder was run
+    without it, i.e. as the default behaves), so folders from older versions still resume."""
     path = out / "settings.json"
     if path.exists():
-        changed = runs.changed_settings(atomic.read_json(path), settings, path)
+        stored = atomic.read_json(path)
+        if isinstance(stored, dict):
+            stored = json_ready(asdict(EvalConfig())) | stored
+        changed = runs.changed_settings(stored, settings, path)
         if changed:
             raise Soft2HardError(f"{out} holds an evaluation with other settings ({', '.join(changed)}); "
                                  "rerun with the same ones to resume, or use a new --out")
