@@ -91,22 +91,29 @@ class LanguageModel:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     # ------------------------------------------------------------------ forward passes
-    def prefix_cache(self, prompt: torch.Tensor, batch: int):
-        """Run the soft prompt alone once and return its KV cache repeated ``batch`` times.
+    def prefix_cache(self, prompt: torch.Tensor, batch: int, rows: torch.Tensor | None = None):
+        """Run the soft prompt alone once and return its KV cache, one copy per batch row.
 
         The prompt comes first and attention is causal, so its hidden states are the same in every row: one
         pass over n positions replaces B passes (prompt tokens are often most of a short training sequence).
-        Gradients flow through the cached keys/values back to the prompt.
+        Gradients flow through the cached keys/values back to the prompt. ``prompt`` is one (n, D) prompt shared
+        by ``batch`` rows, or K prompts (K, n, D) with ``rows`` (B,) naming each row's prompt (a pack of jobs:
+        each prompt still runs once, and a row's gradient reaches only its own prompt).
         """
-        n = prompt.shape[0]
+        if prompt.ndim == 2:
+            prompt = prompt.unsqueeze(0)
+        k, n = prompt.shape[:2]
         dtype = self.model.get_input_embeddings().weight.dtype
-        p = prompt.to(device=self.device, dtype=dtype).unsqueeze(0)  # (1, n, D); differentiable cast
+        p = prompt.to(device=self.device, dtype=dtype)  # (K, n, D); differentiable cast
         with self.autocast():
             out = self.decoder(inputs_embeds=p,
-                               attention_mask=torch.ones(1, n, dtype=torch.long, device=self.device),
-                               position_ids=torch.arange(n, device=self.device)[None], use_cache=True)
+                               attention_mask=torch.ones(k, n, dtype=torch.long, device=self.device),
+                               position_ids=torch.arange(n, device=self.device)[None].expand(k, n),
+                               use_cache=True)
         cache = out.past_key_values
-        if batch > 1:
+        if rows is not None:
+            cache.batch_select_indices(rows.to(self.device))
+        elif batch > 1:
             cache.batch_repeat_interleave(batch)
         return cache
 
@@ -115,22 +122,24 @@ class LanguageModel:
         return bool(getattr(self.config, "sliding_window", None))
 
     def forward_text(self, prompt: torch.Tensor | None, embeds: torch.Tensor, mask: torch.Tensor,
-                     use_cache: bool = False, left_padded: bool = False):
-        """Decoder forward over text embeddings (B, T, D) that follow an optional soft prompt (n, D).
+                     use_cache: bool = False, left_padded: bool = False, rows: torch.Tensor | None = None):
+        """Decoder forward over text embeddings (B, T, D) that follow an optional soft prompt (n, D), or
+        one of K prompts (K, n, D) per row as ``rows`` (B,) says.
 
         Equivalent to one pass over ``[prompt][text]`` (PEFT's layout). Returns (output, full_mask):
         ``output.last_hidden_state`` covers the T text positions only; ``full_mask`` (B, n+T) is the attention
         mask over prompt + text, for continuing with the returned cache.
         """
         B = embeds.shape[0]
-        n = 0 if prompt is None else prompt.shape[0]
+        n = 0 if prompt is None else prompt.shape[-2]
         ones = torch.ones(B, n, dtype=mask.dtype, device=mask.device)
         if prompt is not None and left_padded and self.has_sliding_window:
             # Sliding-window masks count cache slots, so pads between prompt and text would stretch distances:
             # put the prompt after each row's padding instead ([pad][prompt][text]) and run it per row.
             p = prompt.to(device=self.device, dtype=embeds.dtype)
+            per_row = [p] * B if rows is None else [p[int(r)] for r in rows]
             pads = (mask == 0).sum(-1).tolist()
-            embeds = torch.stack([torch.cat([e[:k], p, e[k:]]) for e, k in zip(embeds, pads)])
+            embeds = torch.stack([torch.cat([e[:k], q, e[k:]]) for e, q, k in zip(embeds, per_row, pads)])
             full = torch.stack([torch.cat([m[:k], o, m[k:]]) for m, o, k in zip(mask, ones, pads)])
             out = self._decode(embeds, full, use_cache)
             out.last_hidden_state = out.last_hidden_state[:, n:]  # pads + prompt first: the text is the tail
@@ -138,7 +147,7 @@ class LanguageModel:
         kwargs = {}
         full = mask
         if prompt is not None:
-            kwargs["past_key_values"] = self.prefix_cache(prompt, B)
+            kwargs["past_key_values"] = self.prefix_cache(prompt, B, rows)
             full = torch.cat([ones, mask], dim=1)
             use_cache = True
         positions = n + (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -185,55 +194,63 @@ class LanguageModel:
             target_start.append(offset + len(c))
         return self.embed(ids), mask.to(self.device), [t for _, t in rows], target_start
 
-    def target_logits(self, prompt: torch.Tensor | None, contexts: list[str], targets: list[str]
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Logits at the positions that predict each target token (LM head only there).
+    def target_logits(self, prompt: torch.Tensor | None, contexts: list[str], targets: list[str],
+                      rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits at the positions that predict each target token (LM head only there); ``rows`` as in
+        :meth:`forward_text`.
 
         Returns (logits (N, V), labels (N,), row (N,)) over all N target tokens of the batch, in order.
         """
         embeds, mask, tgt_ids, starts = self.build_batch(contexts, targets)
-        hidden = self.forward_text(prompt, embeds, mask)[0].last_hidden_state  # (B, T, D)
-        rows, cols, labels = [], [], []
+        hidden = self.forward_text(prompt, embeds, mask, rows=rows)[0].last_hidden_state  # (B, T, D)
+        picked_rows, cols, labels = [], [], []
         for b, (ids, s) in enumerate(zip(tgt_ids, starts)):
             if not ids:
                 raise Soft2HardError(f"target {targets[b]!r} tokenizes to nothing; targets must be non-empty")
             if s == 0:
                 raise Soft2HardError("a context must tokenize to at least one token")
-            rows += [b] * len(ids)
+            picked_rows += [b] * len(ids)
             cols += [s + j - 1 for j in range(len(ids))]  # text position s+j-1 predicts target token j
             labels += ids
         dev = hidden.device
-        rows_t = torch.tensor(rows, device=dev)
+        rows_t = torch.tensor(picked_rows, device=dev)
         picked = hidden[rows_t, torch.tensor(cols, device=dev)]  # (N, D)
         return self.logits_from_hidden(picked), torch.tensor(labels, device=dev), rows_t
 
-    def target_logprobs(self, prompt: torch.Tensor | None, contexts: list[str], targets: list[str]
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    def target_logprobs(self, prompt: torch.Tensor | None, contexts: list[str], targets: list[str],
+                        rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed log-probability of each target given prompt + context, and its token count.
 
         Differentiable wrt ``prompt``. Returns ((B,), (B,)).
         """
-        logits, labels, rows = self.target_logits(prompt, contexts, targets)
+        logits, labels, row = self.target_logits(prompt, contexts, targets, rows)
         tok_lp = F.log_softmax(logits, dim=-1).gather(1, labels[:, None]).squeeze(1)  # (N,)
-        total = torch.zeros(len(contexts), device=logits.device).index_add(0, rows, tok_lp)
-        counts = torch.zeros(len(contexts), device=logits.device).index_add(0, rows, torch.ones_like(tok_lp))
+        total = torch.zeros(len(contexts), device=logits.device).index_add(0, row, tok_lp)
+        counts = torch.zeros(len(contexts), device=logits.device).index_add(0, row, torch.ones_like(tok_lp))
         return total, counts
 
     @torch.no_grad()
-    def generate(self, prompt: torch.Tensor | None, contexts: list[str], max_new_tokens: int = 20,
-                 stop: tuple[str, ...] = ("\n",)) -> list[str]:
-        """Greedy decoding with a KV cache; returns the text generated after each context, cut at ``stop``."""
+    def generate(self, prompt: torch.Tensor | None, contexts: list[str], max_new_tokens: int | list[int] = 20,
+                 stop: tuple[str, ...] = ("\n",), rows: torch.Tensor | None = None) -> list[str]:
+        """Greedy decoding with a KV cache; returns the text generated after each context, cut at ``stop``.
+
+        ``rows`` picks one of K prompts per context (see :meth:`forward_text`); ``max_new_tokens`` may be given
+        per context."""
         embeds, mask, _, _ = self.build_batch(contexts, None, left_pad=True)
-        out, mask = self.forward_text(prompt, embeds, mask, use_cache=True, left_padded=True)
+        out, mask = self.forward_text(prompt, embeds, mask, use_cache=True, left_padded=True, rows=rows)
         return self.greedy_continue(out, mask, max_new_tokens, stop)
 
     @torch.no_grad()
-    def greedy_continue(self, out, mask: torch.Tensor, max_new_tokens: int, stop: tuple[str, ...]) -> list[str]:
+    def greedy_continue(self, out, mask: torch.Tensor, max_new_tokens: int | list[int],
+                        stop: tuple[str, ...]) -> list[str]:
         """Greedy decoding from a prefilled forward output (its cache, full attention mask (B, T)).
 
-        Rows leave the batch when they emit EOS or a stop string. Returns texts cut before the first stop string.
+        Rows leave the batch when they emit EOS, a stop string or their own ``max_new_tokens`` (an int for all
+        rows, or one per row). Returns texts cut before the first stop string.
         """
         B = mask.shape[0]
+        limits = [max_new_tokens] * B if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        max_new_tokens = max(limits, default=0)
         cache = out.past_key_values
         next_tok = self.logits_from_hidden(out.last_hidden_state[:, -1]).argmax(-1)  # (B,)
         generated: list[list[int]] = [[] for _ in range(B)]
@@ -246,7 +263,7 @@ class LanguageModel:
                 if tok == eos:
                     continue
                 generated[row].append(tok)
-                if not any(s in self.decode(generated[row]) for s in stop):
+                if len(generated[row]) < limits[row] and not any(s in self.decode(generated[row]) for s in stop):
                     keep.append(j)
             if not keep:
                 break

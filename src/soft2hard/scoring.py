@@ -54,3 +54,57 @@ def score(lm: LanguageModel, prompt: torch.Tensor | None, task: Task, examples: 
         return sum(p == ex.target for p, ex in zip(preds, examples)) / len(examples)
     outs = generate_answers(lm, prompt, task, examples, batch_size)
     return sum(normalize_answer(o) == normalize_answer(ex.target) for o, ex in zip(outs, examples)) / len(examples)
+
+
+@torch.no_grad()
+def score_many(lm: LanguageModel, prompts: torch.Tensor | None,
+               items: Sequence[tuple[int | None, Task, Sequence[Example]]], batch_size: int = 64) -> list[float]:
+    """:func:`score` for many (prompt index, task, examples) items in shared passes (a pack of jobs).
+
+    ``prompts`` is (K, n, D); an item's index picks its prompt, ``None`` scores it without one. Rows of every
+    item are pooled (items without a prompt in passes of their own) and cut into batches of ``batch_size``;
+    a row's result depends on other rows only through padding, i.e. within float rounding.
+    """
+    cls_rows: list[tuple[int | None, int, str, str]] = []  # (prompt, item, context, target)
+    gen_rows: list[tuple[int | None, int, str, int, int]] = []  # (prompt, item, context, max new tokens, order)
+    for i, (p, task, examples) in enumerate(items):
+        if task.kind == "classification":
+            cls_rows += [(p, i, task.format_input(ex.input), task.format_target(lab))
+                         for ex in examples for lab in task.labels]
+        elif examples:
+            longest = max(len(lm.encode(task.format_target(ex.target), special=False)) for ex in examples)
+            gen_rows += [(p, i, task.format_input(ex.input), longest + 4, j) for j, ex in enumerate(examples)]
+    logprobs: dict[int, list[float]] = {}
+    answers: dict[int, list[tuple[int, str]]] = {}
+    for with_prompt in (True, False):
+        rows = [r for r in cls_rows if (r[0] is not None) == with_prompt]
+        for k in range(0, len(rows), batch_size):
+            chunk = rows[k:k + batch_size]
+            total, _ = lm.target_logprobs(prompts if with_prompt else None, [r[2] for r in chunk],
+                                          [r[3] for r in chunk], _row_index(chunk, with_prompt))
+            for r, value in zip(chunk, total.float().cpu().tolist()):
+                logprobs.setdefault(r[1], []).append(value)
+        rows = sorted((r for r in gen_rows if (r[0] is not None) == with_prompt), key=lambda r: len(r[2]))
+        for k in range(0, len(rows), batch_size):
+            chunk = rows[k:k + batch_size]
+            texts = lm.generate(prompts if with_prompt else None, [r[2] for r in chunk], [r[3] for r in chunk],
+                                GENERATION_STOP, _row_index(chunk, with_prompt))
+            for r, text in zip(chunk, texts):
+                answers.setdefault(r[1], []).append((r[4], text))
+    scores = []
+    for i, (_, task, examples) in enumerate(items):
+        if not examples:
+            scores.append(float("nan"))
+        elif task.kind == "classification":
+            table = torch.tensor(logprobs[i]).view(len(examples), len(task.labels))
+            preds = [task.labels[j] for j in table.argmax(-1).tolist()]
+            scores.append(sum(p == ex.target for p, ex in zip(preds, examples)) / len(examples))
+        else:
+            outs = [t for _, t in sorted(answers[i])]
+            scores.append(sum(normalize_answer(o) == normalize_answer(ex.target)
+                              for o, ex in zip(outs, examples)) / len(examples))
+    return scores
+
+
+def _row_index(chunk, with_prompt: bool) -> torch.Tensor | None:
+    return torch.tensor([r[0] for r in chunk], dtype=torch.long) if with_prompt else None

@@ -59,6 +59,8 @@ class TuningConfig:
     teacher_prompt: str | None = None  # the text that a distilled soft prompt replaces
     distill_targets: str = "task"  # task: teacher-forced on task targets | teacher: on the teacher's own greedy output
     distill_max_new_tokens: int = 24  # length of the teacher's continuations (distill_targets="teacher")
+    patience: int | None = None  # stop once this many validations in a row did not beat the best one
+
 
     def __post_init__(self) -> None:
         for name in ("n_tokens", "steps", "batch_size", "eval_every", "max_eval_examples", "max_test_examples",
@@ -66,6 +68,8 @@ class TuningConfig:
             value = getattr(self, name)
             if not is_int(value) or value < 1:
                 raise Soft2HardError(f"{name} must be a positive integer, got {value!r}")
+        if self.patience is not None and not (is_int(self.patience) and self.patience > 0):
+            raise Soft2HardError(f"patience must be a positive integer, got {self.patience!r}")
         if self.max_train_examples is not None and not (is_int(self.max_train_examples) and self.max_train_examples > 0):
             raise Soft2HardError(f"max_train_examples must be a positive integer, got {self.max_train_examples!r}")
         if not is_int(self.warmup_steps) or self.warmup_steps < 0:
@@ -114,6 +118,17 @@ def lr_at(step: int, cfg: TuningConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def stopped_early(state: dict, cfg: TuningConfig) -> bool:
+    """Early stopping: none of the last ``patience`` validations beat (strictly) every score before it. A pure
+    function of the stored state, so a resumed run stops where the uninterrupted one did."""
+    if cfg.patience is None:
+        return False
+    best, since = float("-inf"), 0
+    for v in state["validation"]:
+        best, since = (v["score"], 0) if v["score"] > best else (best, since + 1)
+    return since >= cfg.patience
 
 
 def batch_for_step(train: tuple[Example, ...], step: int, cfg: TuningConfig) -> list[Example]:
@@ -176,7 +191,7 @@ class TuningResult:
     metrics: dict
 
 
-def _save_checkpoint(out: Path, step: int, prompt: torch.Tensor, opt: torch.optim.Optimizer, state: dict,
+def save_checkpoint(out: Path, step: int, prompt: torch.Tensor, opt: torch.optim.Optimizer, state: dict,
                      model_name: str, meta: dict) -> None:
     target = runs.checkpoint_dir(out, step)
     with atomic.directory(target) as tmp:
@@ -188,7 +203,7 @@ def _save_checkpoint(out: Path, step: int, prompt: torch.Tensor, opt: torch.opti
         atomic.write_json(tmp / STATE_NAME, state)
 
 
-def _load_checkpoint(ckpt: Path, prompt: torch.nn.Parameter, opt: torch.optim.Optimizer) -> dict:
+def load_checkpoint(ckpt: Path, prompt: torch.nn.Parameter, opt: torch.optim.Optimizer) -> dict:
     state = json.loads((ckpt / STATE_NAME).read_text())
     loaded = SoftPrompt.load(ckpt / "prompt")
     with torch.no_grad():
@@ -223,7 +238,7 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
     state = {"step": 0, "losses": [], "validation": [], "best_validation": None, "best_step": None,
              "train_seconds": 0.0, "tokens": 0}
     if existing:
-        state = _load_checkpoint(existing[-1], prompt, opt)
+        state = load_checkpoint(existing[-1], prompt, opt)
         logger.info("resumed from %s (step %d)", existing[-1].name, state["step"])
     if "baseline_score" not in state:
         state["baseline_score"] = score(lm, None, task, test, cfg.eval_batch_size)
@@ -240,7 +255,7 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"tune {task.name}", disable=not progress,
                dynamic_ncols=True)
     step = state["step"]
-    while step < cfg.steps:
+    while step < cfg.steps and not stopped_early(state, cfg):
         t0 = time.time()
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
@@ -269,22 +284,29 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
                 state["best_validation"], state["best_step"] = val_score, step
             line = f"step {step}: loss {loss_value:.4f}  validation {val_score:.3f}"
             bar.write(line) if progress else logger.info(line)
-            _save_checkpoint(out, step, prompt, opt, state, lm.name, meta)
+            save_checkpoint(out, step, prompt, opt, state, lm.name, meta)
     bar.close()
 
-    best_ckpt = runs.checkpoint_dir(out, state["best_step"]) / "prompt"
-    best = SoftPrompt.load(best_ckpt).tensor
+    best = SoftPrompt.load(runs.checkpoint_dir(out, state["best_step"]) / "prompt").tensor
     test_score = score(lm, best.to(lm.device), task, test, cfg.eval_batch_size)
+    return finish_run(lm, task, cfg, out, state, best, test_score, meta, len(splits.train), len(val), test)
+
+
+def finish_run(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, state: dict, best: torch.Tensor,
+               test_score: float, meta: dict, n_train: int, n_val: int, test) -> TuningResult:
+    """Write a finished run's PEFT adapter and ``metrics.json`` (last: its presence marks a finished run)."""
     metrics = {
         "model": lm.name, "task": task.name, "kind": task.kind, "seed": cfg.seed, "n_tokens": cfg.n_tokens,
         "steps": cfg.steps, "best_step": state["best_step"], "baseline_score": state["baseline_score"],
         "baseline_validation_score": state["baseline_validation"], "validation_score": state["best_validation"],
-        "test_score": test_score, "n_train": len(splits.train), "n_validation": len(val), "n_test": len(test),
+        "test_score": test_score, "n_train": n_train, "n_validation": n_val, "n_test": len(test),
         "train_seconds": round(state["train_seconds"], 2),
         "tokens_per_second": round(state["tokens"] / max(state["train_seconds"], 1e-9), 1),
         "losses": state["losses"], "validation": state["validation"],
         "metric": "accuracy" if task.kind == "classification" else "exact_match",
     }
+    if state["step"] < cfg.steps:
+        metrics["stopped_at_step"] = state["step"]  # early stopping (patience)
     if cfg.objective == "distill":
         metrics["objective"] = "distill"
         metrics["validation_metric"] = "negative mean KL to the teacher"
@@ -295,7 +317,7 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
     final = SoftPrompt(best.cpu(), lm.name, {**meta, "step": state["best_step"], "test_score": test_score,
                                               "baseline_score": state["baseline_score"]})
     _write_final(out, final, lm)
-    atomic.write_json(out / "metrics.json", metrics)  # written last: its presence marks a finished run
+    atomic.write_json(out / "metrics.json", metrics)
     return TuningResult(prompt=final, metrics=metrics)
 
 

@@ -10,25 +10,29 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from soft2hard.cli import bias, dod, evaluate, interpret, optimize, report, translator
-from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args
+from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args, model_kwargs
 from soft2hard.errors import Soft2HardError
 
 logger = logging.getLogger("soft2hard")
 DEFAULT_DEMO_TASK = "gen/plural"
 
 
-def _add_tuning_args(p: argparse.ArgumentParser) -> None:
+def _add_tuning_args(p: argparse.ArgumentParser, seed: bool = True) -> None:
     p.add_argument("--tokens", type=int, default=20, help="number of virtual tokens (default 20)")
     p.add_argument("--steps", type=int, default=150, help="optimizer steps (default 150)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=3e-2, help="AdamW learning rate (default 3e-2)")
     p.add_argument("--init", default="vocab", choices=["vocab", "random", "text"], help="prompt initialisation")
     p.add_argument("--init-text", default=None, help="text for --init text")
-    p.add_argument("--seed", type=int, default=0)
+    if seed:
+        p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=50, help="validate and checkpoint every N steps")
+    p.add_argument("--patience", type=int, default=None,
+                   help="stop early after N validations in a row without a better score (default: never)")
     p.add_argument("--max-train-examples", type=int, default=None)
     p.add_argument("--objective", default="task", choices=["task", "distill"],
                    help="task: learn the task's targets | distill: match the model given --teacher-prompt")
@@ -69,9 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--overwrite", action="store_true", help="delete an existing run in --out first")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    many = sub.add_parser("tune-many", help="train soft prompts for several tasks and seeds at once, in packs "
+                          "that share each model pass; DIR/<task>/seed<k> is an ordinary tune run each")
+    add_model_args(many)
+    many.add_argument("--tasks", required=True, help="comma-separated task names or JSONL/CSV files")
+    many.add_argument("--seeds", default="0", help="comma-separated seeds, one prompt per (task, seed) (default 0)")
+    many.add_argument("--out", type=Path, required=True, help="folder of run directories")
+    many.add_argument("--pack", type=int, default=8, help="prompts trained per model pass (default 8)")
+    _add_tuning_args(many, seed=False)
+    many.add_argument("--resume", action="store_true", help="continue: finished runs are kept, others resume")
+    many.add_argument("--overwrite", action="store_true", help="delete the existing runs first")
+    many.add_argument("--quiet", action="store_true", help="no progress bar")
+    many.add_argument("--json", action="store_true", help="print one JSON object per run")
+
     info = sub.add_parser("info", help="show a soft prompt's shape, norms and provenance; check it fits a model")
     info.add_argument("prompt", type=Path, help="PEFT adapter directory or .safetensors file")
-    info.add_argument("--model", default=None, help="also check that the prompt fits this model")
+    add_model_args(info, default=None, model_help="also check that the prompt fits this model")
     info.add_argument("--json", action="store_true")
 
     sc = sub.add_parser("score", help="score a saved soft prompt on a task's test split, next to no prompt")
@@ -79,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(sc)
     sc.add_argument("--task", required=True)
     sc.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    sc.add_argument("--seed", type=int, default=0, help="split seed (default 0, as in tune)")
+    sc.add_argument("--seed", type=int, default=None,
+                    help="split seed (default: the seed the prompt was tuned with on this task, else 0)")
     sc.add_argument("--max-examples", type=int, default=200)
     sc.add_argument("--json", action="store_true")
 
@@ -143,11 +161,12 @@ def cmd_tasks(args) -> None:
     raise Soft2HardError("tasks needs an action: list or show")
 
 
-def _tuning_config(args):
+def _tuning_config(args, seed: int | None = None):
     from soft2hard.tuning import TuningConfig
 
     return TuningConfig(n_tokens=args.tokens, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                        init=args.init, init_text=args.init_text, seed=args.seed, eval_every=args.eval_every,
+                        init=args.init, init_text=args.init_text, seed=args.seed if seed is None else seed,
+                        eval_every=args.eval_every, patience=args.patience,
                         max_train_examples=args.max_train_examples, objective=args.objective,
                         teacher_prompt=_read_text_arg(args.teacher_prompt), distill_targets=args.distill_targets)
 
@@ -185,6 +204,44 @@ def cmd_tune(args) -> None:
     print(f"wrote {args.out}/adapter_model.safetensors (PEFT prompt-tuning adapter) and {args.out}/metrics.json")
 
 
+def cmd_tune_many(args) -> None:
+    from soft2hard.packs import TuningJob, tune_many
+    from soft2hard.tasks import get_task
+
+    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    seeds = dod.int_list(args.seeds)
+    if not names or not seeds:
+        raise Soft2HardError("tune-many needs at least one task (--tasks A,B) and one seed (--seeds 0,1)")
+    if args.objective != "task":
+        raise Soft2HardError("tune-many trains task prompts; distil a text prompt with 'soft2hard tune --objective "
+                             "distill'")
+    if args.resume and args.overwrite:
+        raise Soft2HardError("give --resume or --overwrite, not both")
+    cfgs = {s: _tuning_config(args, seed=s) for s in seeds}  # validate everything before loading anything
+    tasks = {n: get_task(n, cache_dir=cache_dir(args)) for n in dict.fromkeys(names)}  # bad names fail now
+    slug = {n: (Path(n).stem if Path(n).suffix else n).replace("/", "__") for n in tasks}
+    jobs = [TuningJob(tasks[n], cfgs[s], args.out / slug[n] / f"seed{s}", name=f"{n}@seed{s}")
+            for n in tasks for s in seeds]
+    lm = load_model_from_args(args)
+    outcomes = tune_many(lm, jobs, pack=args.pack, resume=args.resume, overwrite=args.overwrite,
+                         journal=args.out / "pack-journal.json", progress=not args.quiet)
+    failed = 0
+    for o in outcomes:
+        m = json.loads((o.job.out / "metrics.json").read_text()) if o.error is None else None
+        if args.json:
+            print(json.dumps({"run": o.job.name, "out": str(o.job.out), "error": o.error,
+                              **({k: m[k] for k in ("metric", "baseline_score", "test_score", "best_step")}
+                                 if m else {})}))
+        elif m:
+            print(f"{o.job.name}: {m['metric']} no prompt {m['baseline_score']:.3f} -> soft prompt "
+                  f"{m['test_score']:.3f} (best step {m['best_step']}) -> {o.job.out}")
+        else:
+            print(f"{o.job.name}: failed: {o.error}", file=sys.stderr)
+        failed += o.error is not None
+    if failed:
+        raise Soft2HardError(f"{failed} of {len(outcomes)} runs failed (rerun with --resume to retry them)")
+
+
 def cmd_info(args) -> None:
     from soft2hard.prompts import SoftPrompt, prompt_norm_stats
 
@@ -194,7 +251,7 @@ def cmd_info(args) -> None:
     if args.model:
         from soft2hard.models import load_model
 
-        lm = load_model(args.model, device="cpu", cache_dir=cache_dir(args))
+        lm = load_model(args.model, **model_kwargs(args))
         lm.check_prompt(prompt.tensor)
         vocab_norm = float(lm.vocab_embeddings().float().norm(dim=-1).mean())
         info["fits_model"] = args.model
@@ -206,6 +263,41 @@ def cmd_info(args) -> None:
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
 
 
+def _stored_seed(prompt, path: Path, task_name: str) -> int | None:
+    """The split seed a prompt was tuned with on ``task_name``: its own metadata, else its run folder's
+    ``metrics.json``/``config.json`` (a bare ``.safetensors`` inside a run); None when unknown or another task."""
+    from soft2hard import atomic
+
+    def seed_of(stored) -> int | None:
+        seed = stored.get("seed") if isinstance(stored, dict) and stored.get("task") == task_name else None
+        return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+    if seed_of(prompt.metadata) is not None:
+        return seed_of(prompt.metadata)
+    folder = path if path.is_dir() else path.parent
+    for name in ("metrics.json", "config.json"):
+        if (folder / name).is_file():
+            try:
+                seed = seed_of(atomic.read_json(folder / name))
+            except Soft2HardError:  # an unreadable run file: no stored seed
+                continue
+            if seed is not None:
+                return seed
+    return None
+
+
+def _split_seed(prompt, path: Path, task_name: str, given: int | None) -> int:
+    """Score on the split the prompt was tuned with: another seed's test split holds its training examples."""
+    stored = _stored_seed(prompt, path, task_name)
+    if stored is None:
+        return 0 if given is None else given
+    if given is not None and given != stored:
+        print(f"warning: {path} was tuned on {task_name} with split seed {stored}; --seed {given} gives a "
+              f"{task_name} split whose test examples it may have trained on", file=sys.stderr)
+        return given
+    return stored
+
+
 def cmd_score(args) -> None:
     from soft2hard.prompts import SoftPrompt
     from soft2hard.scoring import score
@@ -215,10 +307,11 @@ def cmd_score(args) -> None:
     task = get_task(args.task, cache_dir=cache_dir(args))
     if args.max_examples < 1:
         raise Soft2HardError(f"--max-examples must be >= 1, got {args.max_examples}")
+    seed = _split_seed(prompt, args.prompt, task.name, args.seed)
     lm = load_model_from_args(args)
     lm.check_prompt(prompt.tensor)
-    examples = getattr(task.splits(seed=args.seed), args.split)[: args.max_examples]
-    result = {"task": task.name, "split": args.split, "n": len(examples),
+    examples = getattr(task.splits(seed=seed), args.split)[: args.max_examples]
+    result = {"task": task.name, "split": args.split, "seed": seed, "n": len(examples),
               "metric": "accuracy" if task.kind == "classification" else "exact_match",
               "no_prompt": score(lm, None, task, examples),
               "soft_prompt": score(lm, prompt.tensor.to(lm.device), task, examples)}
@@ -237,7 +330,8 @@ def cmd_demo(args) -> None:
              max_examples=args.max_examples, progress=not args.quiet)
 
 
-COMMANDS = {"models": cmd_models, "tasks": cmd_tasks, "tune": cmd_tune, "info": cmd_info, "score": cmd_score,
+COMMANDS = {"models": cmd_models, "tasks": cmd_tasks, "tune": cmd_tune, "tune-many": cmd_tune_many,
+            "info": cmd_info, "score": cmd_score,
             "demo": cmd_demo, **interpret.COMMANDS, **dod.COMMANDS,
             **translator.COMMANDS, **optimize.COMMANDS,
             **bias.COMMANDS, **evaluate.COMMANDS, **report.COMMANDS}
@@ -253,12 +347,18 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a model hub
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers' deprecation notices about its own internals (past_key_values, is_gradient_checkpointing, ...)
+    # say nothing a soft2hard user can act on
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)(\.|$)")
     try:
         import transformers
 
         transformers.utils.logging.set_verbosity_error()
         transformers.utils.logging.disable_progress_bar()
         COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe fails here, inside the handler, not at interpreter exit
+    except BrokenPipeError:
+        return _closed_stdout()
     except Soft2HardError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -266,6 +366,16 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
     return 0
+
+
+def _closed_stdout() -> int:
+    """The reader of our stdout went away (``soft2hard ... | head -1``): stop quietly, as a SIGPIPE death would."""
+    try:  # point stdout at devnull so that the flush at interpreter exit cannot raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests capture it)
+        pass
+    return 141  # 128 + SIGPIPE, what a shell reports for `yes | head -1`
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from soft2hard.cli.common import Parser, cache_dir
+from soft2hard.cli.common import Parser, add_model_args, cache_dir
+from soft2hard.dod import DEFAULT_PACK
 from soft2hard.errors import Soft2HardError
 
 
-def _int_list(value: str) -> tuple[int, ...]:
+def int_list(value: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in value.split(",") if x.strip())
     except ValueError:
@@ -22,7 +23,8 @@ def add_parsers(sub) -> None:
     dsub = dod.add_subparsers(dest="dod_command", metavar="ACTION", parser_class=Parser)
     b = dsub.add_parser("build", help="train soft prompts for many tasks (Ray fan-out; rerun to resume)")
     b.add_argument("--out", type=Path, required=True, help="build folder (plan, runs, manifest.json)")
-    b.add_argument("--model", default="smollm2-135m", help="source model (built-in name, directory or HF id)")
+    # BuildConfig carries no device or dtype yet (its workers load on device auto, float32): only --amp for now
+    add_model_args(b, model_help="source model (built-in name, directory or HF id)", amp="bfloat16", options=("amp",))
     b.add_argument("--kinds", default="general,classification", help="comma-separated: general, classification, distilled (instructions compressed by context distillation)")
     b.add_argument("--tasks", default=None, help="explicit comma-separated task names instead of the planned families")
     b.add_argument("--instructions", type=Path, default=None,
@@ -41,9 +43,12 @@ def add_parsers(sub) -> None:
     b.add_argument("--lr", type=float, default=3e-2)
     b.add_argument("--batch-size", type=int, default=8)
     b.add_argument("--max-test-examples", type=int, default=40, help="test examples scored per prompt")
-    b.add_argument("--amp", default="bfloat16", choices=["none", "bfloat16"])
     b.add_argument("--workers", type=int, default=1, help="Ray workers (0: no Ray, in this process)")
-    b.add_argument("--address", default=None, help="existing Ray cluster address (default: start a local one)")
+    b.add_argument("--address", default=None, help="existing Ray cluster address (default: start a local one); "
+                   "a multi-node cluster needs --out on a filesystem every node mounts at the same path")
+    b.add_argument("--pack", type=int, default=DEFAULT_PACK,
+                   help=f"prompts trained per model pass by each worker (default {DEFAULT_PACK}, measured by "
+                        "bench/dod.py; 1: one run at a time)")
     b.add_argument("--max-jobs", type=int, default=None, help="stop after N runs (rerun to continue)")
     b.add_argument("--only-split", choices=["train", "heldout"], default=None,
                    help="run only this split's unfinished runs now (held-out runs go first otherwise)")
@@ -68,7 +73,7 @@ def cmd_dod(args) -> None:
                   "batch_size": args.batch_size, "max_eval_examples": 16,
                   "max_test_examples": args.max_test_examples, "init": "vocab"}
         cfg = BuildConfig(model=args.model, kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
-                          seeds=_int_list(args.seeds), split_seed=args.split_seed,
+                          seeds=int_list(args.seeds), split_seed=args.split_seed,
                           general_heldout=args.general_heldout, general_max_tasks=args.max_tasks,
                           classification_train=args.classification_train,
                           classification_heldout=args.classification_heldout,
@@ -78,7 +83,8 @@ def cmd_dod(args) -> None:
         if args.workers < 0:
             raise Soft2HardError("--workers must be >= 0")
         manifest = build(args.out, cfg, cache_dir(args), workers=args.workers, address=args.address,
-                         progress=not args.quiet, max_jobs=args.max_jobs, only_split=args.only_split)
+                         progress=not args.quiet, max_jobs=args.max_jobs, only_split=args.only_split,
+                         pack=args.pack)
         n = sum(len(t.prompts) for t in manifest.tasks)
         print(f"{args.out}/manifest.json: {len(manifest.tasks)} tasks, {n} prompts")
         return

@@ -8,14 +8,22 @@ A run counts as finished when its ``metrics.json`` exists (``tune`` writes it la
 finished runs and resumes unfinished ones from their newest checkpoint, so a kill loses at most the steps since
 that checkpoint. Workers are Ray actors that load the model once and tune one prompt at a time; ``--address``
 sends the same build to an existing Ray cluster, ``workers=0`` runs in this process without Ray.
+
+Packs (``pack`` > 1, the default): the jobs are cut, in job order and per split, into fixed units of ``pack *
+PACK_UNIT`` jobs; a worker trains a unit with :func:`soft2hard.packs.tune_many` (``pack`` prompts per model pass,
+a finished job's slot taken by the next) and journals it under ``packs/``, so that a resumed unit replays
+bit-identically. Distillation runs train alone. A multi-node cluster needs the build folder on a filesystem that
+every node sees at the same path.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
+import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +31,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from soft2hard import atomic, runs
+from soft2hard.dod import DEFAULT_PACK
 from soft2hard.dod import plan as planning
 from soft2hard.dod.manifest import MANIFEST_NAME, SPLITS, Manifest, PromptEntry, TaskEntry
 from soft2hard.errors import Soft2HardError
@@ -30,6 +39,8 @@ from soft2hard.tuning import TuningConfig
 
 logger = logging.getLogger(__name__)
 PLAN_NAME = "plan.json"
+PACK_DIR = "packs"
+PACK_UNIT = 4  # a unit of work holds pack * PACK_UNIT jobs, so a pack refills 3 times per unit
 
 
 @dataclass
@@ -88,7 +99,8 @@ def make_plan(cfg: BuildConfig, cache_dir: Path) -> list[planning.PlannedTask]:
         planned = [t for t in planned if t.kind != "general"]
     planned = planning.drop_leaking_train_tasks(planned)
     leaks = planning.heldout_label_leaks(planned)
-    assert not leaks, f"held-out labels leak into training: {leaks}"
+    if leaks:  # an invariant of the planner; raised, not asserted, so that python -O keeps it
+        raise Soft2HardError(f"held-out labels leak into training: {leaks}")
     return planned
 
 
@@ -186,34 +198,75 @@ def write_manifest(out: Path, cfg: BuildConfig, planned: list[planning.PlannedTa
 
 
 class _Runner:
-    """Tunes one DoD prompt at a time with a model loaded once (used in-process and as a Ray actor)."""
+    """Tunes DoD prompts with a model loaded once (used in-process and as a Ray actor): one run at a time
+    (:meth:`run`) or a unit of jobs in packs (:meth:`run_pack`)."""
 
-    def __init__(self, model: str, cache_dir: str, amp: str, threads: int | None) -> None:
+    def __init__(self, model: str, cache_dir: str, amp: str, threads: int | None, root: str | None = None) -> None:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self.model, self.cache_dir, self.amp = model, Path(cache_dir), amp
+        if root is not None and not (Path(root) / PLAN_NAME).is_file():
+            raise Soft2HardError(f"worker on {socket.gethostname()} cannot see {Path(root) / PLAN_NAME}: a "
+                                 "multi-node Ray cluster needs the build folder on a shared filesystem, mounted at "
+                                 "the same path on every node")
         self.lm = None
 
-    def run(self, task_name: str, seed: int, out: str, cfg_dict: dict, max_input_chars: int | None,
-            inputs: str | None = None, teacher_prompt: str | None = None) -> str:
+    def _model(self):
         from soft2hard.models import load_model
-        from soft2hard.tasks import get_task
-        from soft2hard.tuning import tune
 
         if self.lm is None:
             self.lm = load_model(self.model, device="auto", cache_dir=self.cache_dir, amp=self.amp)
-        task = planning.restrict_inputs(get_task(inputs or task_name, self.cache_dir), max_input_chars)
+        return self.lm
+
+    def _task(self, task_name: str, max_input_chars: int | None, inputs: str | None):
+        from soft2hard.tasks import get_task
+
+        return planning.restrict_inputs(get_task(inputs or task_name, self.cache_dir), max_input_chars)
+
+    def run(self, task_name: str, seed: int, out: str, cfg_dict: dict, max_input_chars: int | None,
+            inputs: str | None = None, teacher_prompt: str | None = None) -> str:
+        from soft2hard.tuning import tune
+
+        lm = self._model()
+        task = self._task(task_name, max_input_chars, inputs)
         cfg = {**cfg_dict, "seed": seed}
         if teacher_prompt:  # a distilled prompt: compress the text, on the teacher's own continuations
             cfg.update(objective="distill", teacher_prompt=teacher_prompt, distill_targets="teacher")
-        tune(self.lm, task, TuningConfig(**cfg), Path(out), resume=True, progress=False)
+        tune(lm, task, TuningConfig(**cfg), Path(out), resume=True, progress=False)
         return task_name
+
+    def run_pack(self, specs: list[tuple], pack: int, journal: str) -> list[tuple[str, str | None]]:
+        """Train a unit of (task-objective) jobs, ``pack`` at a time; returns (task, error or None) per job."""
+        from soft2hard.packs import TuningJob, tune_many
+
+        lm = self._model()
+        jobs = [TuningJob(lambda a=a: self._task(a[0], a[4], a[5]), TuningConfig(**{**a[3], "seed": a[1]}),
+                          Path(a[2]), name=f"{a[0]}@seed{a[1]}") for a in specs]
+        outcomes = tune_many(lm, jobs, pack=pack, resume=True, journal=Path(journal), progress=False)
+        return [(a[0], o.error) for a, o in zip(specs, outcomes)]
+
+
+def pack_units(jobs: list[tuple[planning.PlannedTask, int]], pack: int) -> list[list[tuple[planning.PlannedTask, int]]]:
+    """Fixed units of work, cut from the job order per split, independent of what is finished (so a resumed
+    unit holds the same jobs and replays its packs exactly)."""
+    size = pack * PACK_UNIT
+    units = []
+    for split in sorted(SPLITS, key=lambda x: x == "train"):  # held-out units first
+        part = [j for j in jobs if j[0].split == split]
+        units += [part[i:i + size] for i in range(0, len(part), size)]
+    return units
+
+
+def _journal_path(out: Path, unit: list[tuple[planning.PlannedTask, int]], pack: int) -> Path:
+    key = hashlib.sha1(json.dumps([pack, [[t.name, s] for t, s in unit]]).encode()).hexdigest()[:16]
+    return Path(out) / PACK_DIR / f"unit-{key}.json"
 
 
 def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, address: str | None = None,
-          progress: bool = True, max_jobs: int | None = None, only_split: str | None = None) -> Manifest:
+          progress: bool = True, max_jobs: int | None = None, only_split: str | None = None,
+          pack: int = DEFAULT_PACK) -> Manifest:
     """Plan (or reload the plan), run every unfinished (task, seed) job, keep manifest.json current.
 
     Args:
@@ -221,14 +274,17 @@ def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, addres
         address: an existing Ray cluster (``ray://host:port`` or ``auto``); default starts a local one.
         max_jobs: stop after this many jobs (for timing and for tests of resumption).
         only_split: run only the unfinished jobs of this split now (a later call does the rest).
+        pack: prompts trained per model pass (1: one ``tune`` run per job, as before packs).
     """
+    if not isinstance(pack, int) or isinstance(pack, bool) or pack < 1:
+        raise Soft2HardError(f"--pack must be a positive integer, got {pack!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale(out)
     planned = load_or_create_plan(out, cfg, cache_dir)
-    pending = [(t, s) for t, s in job_order(jobs_for(planned, cfg))
-               if not is_finished(out, t.name, s) and only_split in (None, t.split)]
-    total = len(jobs_for(planned, cfg))
+    ordered = job_order(jobs_for(planned, cfg))
+    pending = [(t, s) for t, s in ordered if not is_finished(out, t.name, s) and only_split in (None, t.split)]
+    total = len(ordered)
     if max_jobs is not None:
         pending = pending[:max_jobs]
     logger.info("DoD %s: %d tasks planned, %d runs, %d to do", out, len(planned), total, len(pending))
@@ -238,25 +294,52 @@ def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, addres
     failures: list[str] = []
     t0 = time.time()
 
-    def finished(name: str, error: str | None = None) -> None:
+    def finished(name: str, error: str | None = None, update_manifest: bool = True) -> None:
         if error:
             failures.append(f"{name}: {error}")
             bar.write(f"failed: {name}: {error}") if progress else logger.warning("failed: %s: %s", name, error)
-        write_manifest(out, cfg, planned)
+        if update_manifest:
+            write_manifest(out, cfg, planned)
         bar.update(1)
         bar.set_postfix_str(name[-40:])
 
-    args = [(t.name, s, str(run_dir(out, t.name, s)), cfg.tuning_config(s).__dict__, cfg.max_input_chars, t.inputs,
-             t.teacher_prompt) for t, s in pending]
+    def spec(t: planning.PlannedTask, s: int) -> tuple:
+        return (t.name, s, str(run_dir(out, t.name, s)), cfg.tuning_config(s).__dict__, cfg.max_input_chars,
+                t.inputs, t.teacher_prompt)
+
+    todo = set(pending)
+    items: list[tuple[str, tuple, list[bool]]] = []  # (runner method, its arguments, which jobs this call counts)
+    if pack > 1:
+        for unit in pack_units([j for j in ordered if j[0].teacher_prompt is None], pack):
+            if not todo & set(unit):
+                continue
+            if max_jobs is not None:  # a cut unit has its own journal (and replays only as cut)
+                unit = [j for j in unit if j in todo]
+            counted = [j in todo for j in unit]
+            todo -= set(unit)
+            items.append(("run_pack", ([spec(*j) for j in unit], pack, str(_journal_path(out, unit, pack))),
+                          counted))
+    items += [("run", spec(t, s), [True]) for t, s in pending if (t, s) in todo]
+
+    def item_done(item, result, error: str | None = None) -> None:
+        method, args, counted = item
+        names = [a[0] for a in args[0]] if method == "run_pack" else [args[0]]
+        errors = [error] * len(names) if error is not None else \
+            [err for _, err in result] if method == "run_pack" else [None]
+        for name, err, count in zip(names, errors, counted):
+            if count:
+                finished(name, err, update_manifest=False)
+        write_manifest(out, cfg, planned)
+
     if workers == 0:
         runner = _Runner(cfg.model, str(cache_dir), cfg.amp, None)
-        for a in args:
+        for item in items:
             try:
-                finished(runner.run(*a))
+                item_done(item, getattr(runner, item[0])(*item[1]))
             except Soft2HardError as err:
-                finished(a[0], str(err))
+                item_done(item, None, str(err))
     else:
-        _run_with_ray(args, cfg, cache_dir, workers, address, finished)
+        _run_with_ray(items, cfg, cache_dir, workers, address, item_done, out)
     bar.close()
     manifest = write_manifest(out, cfg, planned)
     logger.info("built %d runs in %.0f s", len(pending) - len(failures), time.time() - t0)
@@ -265,8 +348,8 @@ def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, addres
     return manifest
 
 
-def _run_with_ray(args: list[tuple], cfg: BuildConfig, cache_dir: Path, workers: int, address: str | None,
-                  finished) -> None:
+def _run_with_ray(items: list[tuple], cfg: BuildConfig, cache_dir: Path, workers: int, address: str | None,
+                  item_done, out: Path) -> None:
     try:
         import ray
     except ImportError:
@@ -282,25 +365,33 @@ def _run_with_ray(args: list[tuple], cfg: BuildConfig, cache_dir: Path, workers:
             ray.init(num_cpus=max(workers, os.cpu_count() or 1), **init)
     threads = max(1, (os.cpu_count() or 1) // workers) if not address else None
     actor = ray.remote(num_cpus=1)(_Runner)
-    pool = [actor.remote(cfg.model, str(cache_dir), cfg.amp, threads) for _ in range(min(workers, len(args)))]
-    queue = list(args)
+    pool = [actor.remote(cfg.model, str(cache_dir), cfg.amp, threads, str(Path(out).resolve()))
+            for _ in range(min(workers, len(items)))]
+    queue = list(items)
     running: dict = {}
+
+    def submit(runner) -> None:
+        if queue:
+            item = queue.pop(0)
+            running[getattr(runner, item[0]).remote(*item[1])] = (runner, item)
+
     try:
         for runner in pool:
-            if queue:
-                a = queue.pop(0)
-                running[runner.run.remote(*a)] = (runner, a)
+            submit(runner)
         while running:
             done, _ = ray.wait(list(running), num_returns=1)
-            runner, a = running.pop(done[0])
+            runner, item = running.pop(done[0])
             try:
-                finished(ray.get(done[0]))
-            except ray.exceptions.RayTaskError as err:
+                result = ray.get(done[0])
+            except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as err:
                 cause = err.cause if isinstance(getattr(err, "cause", None), Exception) else err
-                finished(a[0], str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
-            if queue:
-                a = queue.pop(0)
-                running[runner.run.remote(*a)] = (runner, a)
+                message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+                if isinstance(err, ray.exceptions.RayActorError) or "cannot see" in message:
+                    raise Soft2HardError(message) from None  # a worker that cannot work at all stops the build
+                item_done(item, None, message)
+            else:
+                item_done(item, result)
+            submit(runner)
     finally:
         for runner in pool:
             ray.kill(runner)
