@@ -58,3 +58,19 @@ def test_chat_mode_and_bad_endpoint(server, tmp_path):
     bad = APITarget(f"http://127.0.0.1:{server.port}/nope", "gemma-3-270m", timeout=10, max_retries=0)
     with pytest.raises(Soft2HardError, match="request failed"):
         bad.complete(["x"], max_tokens=2)
+
+
+@pytest.mark.slow
+def test_a_server_on_a_new_port_reuses_the_cache(server, tmp_path):
+    """`evaluate --serve` starts each run's server on a free port: the cache is keyed by the model file and the
+    server settings (LlamaServer.identity), so a rerun sends nothing (audit issue 19, item 4)."""
+    first = APITarget(server.base_url, "gemma-3-270m", cache_path=tmp_path / "cache.sqlite", timeout=30,
+                      identity=server.identity)
+    texts = first.complete(PROMPTS[:3], max_tokens=6)
+    assert first.stats.requests == 3
+    rerun_server = LlamaServer(server.gguf, alias=server.alias)  # never started: any request would fail
+    assert rerun_server.port != server.port and rerun_server.identity == server.identity
+    rerun = APITarget(rerun_server.base_url, "gemma-3-270m", cache_path=tmp_path / "cache.sqlite", timeout=5,
+                      max_retries=0, identity=rerun_server.identity)
+    assert rerun.complete(PROMPTS[:3], max_tokens=6) == texts
+    assert rerun.stats.requests == 0 and rerun.stats.cache_hits == 3

@@ -63,3 +63,82 @@ def test_local_target_completion_and_chat(tiny_llama):
     assert chat.chat and "<|im_start|>user" in chat.format("hi")
     with pytest.raises(Soft2HardError, match="mode"):
         LocalTarget(tiny_llama, mode="telepathy")
+
+
+# --- served models are cached by model identity, not by port (audit issue 19, item 4) ----------------------
+
+
+def _fake_gguf(path, content: bytes):
+    path.write_bytes(b"GGUF" + content * 1000)
+    return path
+
+
+@pytest.fixture
+def llama_server_class(monkeypatch):
+    """LlamaServer without llama-cpp-python installed (only its identity is used here: no server starts)."""
+    import importlib.util
+
+    from soft2hard import serving
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "llama_cpp" else real(name, *a))
+    return serving.LlamaServer
+
+
+def test_served_model_identity_ignores_port_and_location(tmp_path, llama_server_class):
+    gguf = _fake_gguf(tmp_path / "m.gguf", b"weights")
+    (tmp_path / "moved").mkdir()
+    moved = _fake_gguf(tmp_path / "moved" / "m.gguf", b"weights")
+    a, b = llama_server_class(gguf, port=41001, alias="m"), llama_server_class(moved, port=41002, alias="m")
+    assert a.base_url != b.base_url and a.identity == b.identity
+    (tmp_path / "other").mkdir()
+    other = _fake_gguf(tmp_path / "other" / "m.gguf", b"weightz")
+    assert llama_server_class(other, port=41001, alias="m").identity != a.identity  # another model file
+    assert llama_server_class(gguf, port=41001, alias="m", n_ctx=512).identity != a.identity  # other settings
+
+
+def test_a_rerun_on_a_new_port_sends_no_request_for_cached_prompts(tmp_path, llama_server_class):
+    gguf = _fake_gguf(tmp_path / "m.gguf", b"weights")
+    prompts = ["Input: cat\nOutput:", "Input: dog\nOutput:", "Input: tree\nOutput:"]
+    first_server, rerun_server = llama_server_class(gguf, alias="m"), llama_server_class(gguf, alias="m")
+    assert first_server.port != rerun_server.port  # each server picks a free port
+
+    def api(server):
+        return APITarget(server.base_url, "m", cache_path=tmp_path / "c.sqlite", identity=server.identity,
+                         max_retries=0)
+
+    first = api(first_server)
+    first._send = lambda req: f"answer to {req['prompt'].split()[1]}"
+    assert first.complete(prompts, max_tokens=4) == ["answer to cat", "answer to dog", "answer to tree"]
+    assert first.stats.requests == 3
+
+    rerun = api(rerun_server)
+    rerun._send = lambda req: pytest.fail(f"request sent again: {req}")
+    assert rerun.complete(prompts, max_tokens=4) == ["answer to cat", "answer to dog", "answer to tree"]
+    assert rerun.stats.requests == 0 and rerun.stats.cache_hits == 3
+    # without the identity the URL is the key, and the port alone made every request a miss
+    plain = [APITarget(s.base_url, "m").request(prompts[0], 4, ("\n",)) for s in (first_server, rerun_server)]
+    assert plain[0] != plain[1]
+
+
+def test_evaluate_serve_gives_the_api_target_the_servers_identity(tmp_path, monkeypatch):
+    from soft2hard import serving
+    from soft2hard.cli import build_parser
+    from soft2hard.cli import evaluate as cli_evaluate
+
+    class FakeServer:
+        def __init__(self, gguf, log=None, alias=None, **kw):
+            self.base_url, self.alias, self.identity = "http://127.0.0.1:41003/v1", alias, f"llama.cpp/{gguf}"
+
+        def start(self):
+            return self
+
+    monkeypatch.setattr(serving, "LlamaServer", FakeServer)
+    monkeypatch.setattr(serving, "gguf_path", lambda model, cache_dir=None: f"{model}.gguf")
+    args = build_parser().parse_args(["evaluate", "--tasks", "gen/plural", "--out", str(tmp_path), "--target",
+                                      "none", "--serve", "gemma3-270m"])
+    servers = []
+    (api,) = cli_evaluate._targets(args, servers)
+    assert api.target.identity == "llama.cpp/gemma3-270m.gguf"
+    assert api.target.request("x", 2, ())["endpoint"].startswith("llama.cpp/gemma3-270m.gguf/")

@@ -1,7 +1,8 @@
 """A SQLite cache of model responses, so that re-running an evaluation never sends the same request twice.
 
-The key is the SHA-256 of a canonical JSON of everything that determines the answer: endpoint, model, the
-prompt or chat messages, and the sampling parameters. API keys are never part of the key or the stored row.
+The key is the SHA-256 of a canonical JSON of everything that determines the answer: endpoint (for a server that
+soft2hard starts, the model file and server settings instead of its port), model, the prompt or chat messages,
+and the sampling parameters. API keys are never part of the key or the stored row.
 Writes are one transaction each (WAL journal), so a process killed mid-run leaves every finished response in
 place; a corrupt database file is reported as a one-line error naming it.
 """

@@ -217,10 +217,13 @@ class SentenceEncoder:
     def _load(self) -> None:
         from transformers import AutoModel, AutoTokenizer
 
+        from soft2hard.models import hub_offline
+
         path = self.model_dir or minilm_path()
         start = time.perf_counter()
-        self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
+        with hub_offline():
+            self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            model = AutoModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
         self._model = model.to(self.device).eval()
         log.info("loaded sentence encoder from %s in %.1fs", path, time.perf_counter() - start)
 

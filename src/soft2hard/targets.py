@@ -78,7 +78,9 @@ class APITarget:
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, mode: str = "auto",
                  cache_path: str | Path | None = None, concurrency: int = 4, max_retries: int = 4,
-                 timeout: float = 60.0, backoff: float = 0.5) -> None:
+                 timeout: float = 60.0, backoff: float = 0.5, identity: str | None = None) -> None:
+        """``identity`` stands for the endpoint in the cache key (e.g. ``LlamaServer.identity``: a local server
+        on a new port serves the same answers); the default is the URL itself."""
         import openai
 
         if mode not in MODES:
@@ -86,6 +88,7 @@ class APITarget:
         if concurrency < 1 or max_retries < 0 or timeout <= 0:
             raise Soft2HardError("concurrency must be >= 1, max_retries >= 0 and timeout > 0")
         self.base_url, self.model = base_url.rstrip("/"), model
+        self.identity = identity or self.base_url
         self.name = f"api:{model}"
         self.chat = is_chat_model_name(model) if mode == "auto" else mode == "chat"
         key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"  # local servers ignore it
@@ -98,7 +101,7 @@ class APITarget:
     def request(self, prompt: str, max_tokens: int, stop: tuple[str, ...]) -> dict:
         """What identifies a response (the cache key): never includes the API key."""
         body = {"messages": [{"role": "user", "content": prompt}]} if self.chat else {"prompt": prompt}
-        return {"endpoint": self.base_url + ("/chat/completions" if self.chat else "/completions"),
+        return {"endpoint": self.identity + ("/chat/completions" if self.chat else "/completions"),
                 "model": self.model, **body, "max_tokens": max_tokens, "temperature": 0.0, "stop": list(stop)}
 
     def _send(self, req: dict) -> str:

@@ -348,8 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a model hub
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # transformers' deprecation notices about its own internals (past_key_values, is_gradient_checkpointing, ...)
-    # say nothing a soft2hard user can act on
+    # say nothing a soft2hard user can act on. Renamed keywords warn at stacklevel 2, i.e. from torch's
+    # Module.__call__ rather than from transformers, hence the message pattern as well as the module.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)(\.|$)")
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r"`\w+` is deprecated and will be removed in")
     try:
         import transformers
 

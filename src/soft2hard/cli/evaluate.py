@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from soft2hard.cli.common import cache_dir
+from soft2hard.cli.common import add_model_args, cache_dir, model_kwargs
 from soft2hard.errors import Soft2HardError
 
 
@@ -21,15 +21,12 @@ def add_parsers(sub) -> None:
                    help="a soft prompt (PEFT adapter dir or .safetensors) for a task (repeatable)")
     e.add_argument("--max-tasks", type=int, default=None, help="evaluate only the first N tasks")
     src = e.add_argument_group("source model (where the soft prompts live)")
-    src.add_argument("--model", default=None, help="default: the DoD's model, else smollm2-135m")
-    src.add_argument("--device", default="auto")
-    src.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    src.add_argument("--amp", default="none", choices=["none", "bfloat16"])
+    add_model_args(src, default=None, model_help="default: the DoD's model, else smollm2-135m")
     tgt = e.add_argument_group("targets (where the text prompts are deployed)")
     tgt.add_argument("--target", default="gemma3-270m", help="local target model (built-in, directory or HF id); "
                      "'none' for no local target (default gemma3-270m)")
+    add_model_args(tgt, model=False, prefix="target-")
     tgt.add_argument("--target-mode", default="auto", choices=["auto", "completion", "chat"])
-    tgt.add_argument("--target-amp", default="none", choices=["none", "bfloat16"])
     tgt.add_argument("--base-url", default=None, help="an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1")
     tgt.add_argument("--api-model", default=None, help="the model name the API serves")
     tgt.add_argument("--api-key", default=None, help="API key (default $OPENAI_API_KEY; never logged or cached)")
@@ -92,11 +89,11 @@ def _targets(args, server_holder: list):
             from soft2hard.models import load_model
             from soft2hard.targets import LocalTarget
 
-            lm = load_model(name, device=args.device, cache_dir=cache_dir(args), amp=args.target_amp)
+            lm = load_model(name, **model_kwargs(args, prefix="target-"))
             return LocalTarget(lm, mode=args.target_mode)
 
         targets.append(LazyTarget(f"local:{name}", make_local))
-    base_url, api_model = args.base_url, args.api_model
+    base_url, api_model, identity = args.base_url, args.api_model, None
     if args.serve:
         if base_url:
             raise Soft2HardError("use --serve or --base-url, not both")
@@ -105,7 +102,7 @@ def _targets(args, server_holder: list):
         server = LlamaServer(gguf_path(canonical_model_name(args.serve), cache_dir(args)),
                              log=args.out / "server.log", alias=canonical_model_name(args.serve))
         server_holder.append(server.start())
-        base_url, api_model = server.base_url, api_model or server.alias
+        base_url, api_model, identity = server.base_url, api_model or server.alias, server.identity
     if base_url or api_model:
         if not (base_url and api_model):
             raise Soft2HardError("an API target needs both --base-url and --api-model")
@@ -115,7 +112,8 @@ def _targets(args, server_holder: list):
 
             return APITarget(base_url, api_model, api_key=args.api_key, mode=args.api_mode,
                              cache_path=args.api_cache or args.out / "api_cache.sqlite",
-                             concurrency=args.concurrency, max_retries=args.max_retries, timeout=args.timeout)
+                             concurrency=args.concurrency, max_retries=args.max_retries, timeout=args.timeout,
+                             identity=identity)
 
         targets.append(LazyTarget(f"api:{api_model}", make_api))
     return targets

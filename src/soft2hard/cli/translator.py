@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args
+from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args, model_kwargs
 from soft2hard.errors import Soft2HardError
 
 
@@ -23,8 +23,7 @@ def add_parsers(sub) -> None:
     t.add_argument("--kinds", default=None, help="train only on these task kinds (e.g. general,classification)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--save-every", type=int, default=50)
-    t.add_argument("--amp", default="bfloat16", choices=["none", "bfloat16"])
-    t.add_argument("--device", default="auto")
+    add_model_args(t, model=False, amp="bfloat16", title="model (the DoD's)")
     t.add_argument("--resume", action="store_true")
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--quiet", action="store_true")
@@ -38,7 +37,7 @@ def add_parsers(sub) -> None:
     e.add_argument("--methods", default="projection,inspect_label_free,inspect_oracle,translator",
                    help="comma-separated subset of projection, inspect_label_free, inspect_oracle, translator")
     e.add_argument("--profile", type=Path, default=None, help="label-free InSPEcT profile (default: the model's)")
-    e.add_argument("--device", default="auto")
+    add_model_args(e, model=False, title="model (the DoD's)")
 
     tl = sub.add_parser("translate", help="turn a soft prompt into a text prompt with the learned translator")
     tl.add_argument("prompt", type=Path, help="PEFT adapter directory or .safetensors file")
@@ -90,7 +89,7 @@ def cmd_translator(args) -> None:
             kinds = {k.strip() for k in args.kinds.split(",")}
             manifest.tasks = [t for t in manifest.tasks if t.kind in kinds]
         examples = training_examples(manifest, cfg)
-        lm = load_model(manifest.model, device=args.device, cache_dir=cache_dir(args), amp=args.amp)
+        lm = load_model(manifest.model, **model_kwargs(args))
         tr = train_translator(lm, examples, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
                               progress=not args.quiet,
                               extra_meta={"dod": str(args.dod), "kinds": args.kinds or "all",
@@ -104,8 +103,8 @@ def cmd_translator(args) -> None:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         manifest = Manifest.load(args.dod)
         rows, summary = evaluate_translator(manifest, args.translator, cache_dir(args), device=args.device,
-                                            oracle_layers=args.oracle_layers, max_tasks=args.max_tasks,
-                                            profile_path=args.profile, methods=methods)
+                                            dtype=args.dtype, amp=args.amp, oracle_layers=args.oracle_layers,
+                                            max_tasks=args.max_tasks, profile_path=args.profile, methods=methods)
         write_results(args.out, rows, summary)
         print((args.out / "results.md").read_text())
         return

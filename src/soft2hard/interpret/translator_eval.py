@@ -39,8 +39,8 @@ def _best_prompt(manifest, task):
 
 def evaluate_translator(manifest, translator_dir: Path | None, cache_dir: Path, device: str = "auto",
                         oracle_layers: str = "1-29:4", max_tasks: int | None = None, progress: bool = True,
-                        methods: tuple[str, ...] = METHODS, profile_path: Path | None = None
-                        ) -> tuple[list[dict], dict]:
+                        methods: tuple[str, ...] = METHODS, profile_path: Path | None = None,
+                        dtype: str = "float32", amp: str = "none") -> tuple[list[dict], dict]:
     """Rows (task x method) and a summary (kind x method -> mean, std) over the held-out tasks."""
     from soft2hard.models import load_model
 
@@ -49,10 +49,10 @@ def evaluate_translator(manifest, translator_dir: Path | None, cache_dir: Path, 
         raise Soft2HardError(f"methods: unknown {', '.join(unknown) or '(none given)'}; choose from "
                              f"{', '.join(METHODS)}")
     tasks = manifest.split("heldout")[:max_tasks]
-    plain = load_model(manifest.model, device=device, cache_dir=cache_dir)
+    plain = load_model(manifest.model, device=device, dtype=dtype, cache_dir=cache_dir, amp=amp)
     translator = None
     if "translator" in methods:
-        translated_lm = load_model(manifest.model, device=device, cache_dir=cache_dir)
+        translated_lm = load_model(manifest.model, device=device, dtype=dtype, cache_dir=cache_dir, amp=amp)
         translator = load_translator(translated_lm, translator_dir or shipped_translator(manifest.model))
     profile = Profile.load(profile_path or find_profile(cache_dir, plain.name))
     layers = parse_layers(oracle_layers)
