@@ -6,7 +6,9 @@ The real built-in models are used by tests marked ``slow``; they share the user 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,41 @@ def interrupt_on_call(monkeypatch, module, name: str, call: int) -> None:
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module, name, interrupted)
+
+
+def in_ci() -> bool:
+    """True where the environment says CI (``CI=true``, as CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require(*names: str, executable: bool = False, hint: str = "") -> str:
+    """The first of ``names`` that is installed: an importable module, or with ``executable=True`` a program on
+    PATH (its full path is returned). When none is, the calling test is skipped, except in CI, where a missing
+    component is a failure: CI must run every test. ``@pytest.mark.requires(*names, ...)`` does the same for a
+    test, or for a module as ``pytestmark``, before its fixtures run."""
+    for name in names:
+        if executable:
+            path = shutil.which(name)
+            if path:
+                return path
+        elif importlib.util.find_spec(name) is not None:
+            return name
+    what = "program" if executable else "module"
+    message = f"{what} {' / '.join(names)} is not installed" + (f" ({hint})" if hint else "")
+    if in_ci():
+        pytest.fail(f"{message}; CI runs every test, so a missing component is an error", pytrace=False)
+    pytest.skip(message, allow_module_level=True)
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "requires(*names, executable=False, hint=''): skip the test when none of "
+                                       "the modules (or programs) is installed; fail it instead in CI (CI=true)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before the test's fixtures (a server, a model) are set up
+def pytest_runtest_setup(item) -> None:
+    for mark in item.iter_markers("requires"):
+        require(*mark.args, **mark.kwargs)
 
 
 def user_cache_dir() -> Path:

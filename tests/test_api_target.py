@@ -2,16 +2,14 @@
 
 Bounded in time (each request has a timeout; the server is killed at the end of the session)."""
 
-import importlib.util
-
 import pytest
 
 from soft2hard.errors import Soft2HardError
 from soft2hard.serving import LlamaServer, gguf_path, is_ready
 from soft2hard.targets import APITarget
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                                reason="llama-cpp-python is not installed (scripts/install.sh builds it)")
+pytestmark = [pytest.mark.slow,  # serves the real Gemma3-270M GGUF
+              pytest.mark.requires("llama_cpp", hint="llama-cpp-python; scripts/install.sh builds it")]
 PROMPTS = [f"Input: {w}\nOutput:" for w in ("cat", "dog", "house", "tree", "river", "apple")]
 
 

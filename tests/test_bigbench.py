@@ -1,6 +1,7 @@
 """BIG-bench extraction and conversion, on a small fake sdist with the real member layout (no network).
 
-The one ``slow`` test downloads the real sdist (~342 MiB) unless ~/.cache/soft2hard already holds it.
+The one ``slow`` test downloads the real sdist (~342 MiB) unless the user cache (``SOFT2HARD_CACHE`` or
+~/.cache/soft2hard) already holds it.
 """
 
 from __future__ import annotations
@@ -211,10 +212,9 @@ def test_download_is_skipped_when_sdist_is_cached(tmp_path: Path, monkeypatch: p
 
 
 @pytest.mark.slow
-def test_real_bigbench_download_and_extraction() -> None:
-    shared = Path.home() / ".cache" / "soft2hard"
-    if bigbench.is_extracted(shared) or (shared / "downloads" / bigbench.SDIST_NAME).is_file():
-        _check_real(shared)
+def test_real_bigbench_download_and_extraction(cache_dir: Path) -> None:
+    if bigbench.is_extracted(cache_dir) or (cache_dir / "downloads" / bigbench.SDIST_NAME).is_file():
+        _check_real(cache_dir)
     else:
         with tempfile.TemporaryDirectory(prefix="soft2hard-bigbench-") as tmp:  # ~2 GiB: removed afterwards
             _check_real(Path(tmp))

@@ -1,14 +1,17 @@
 """The command line: help, the JSON contract, and one-line errors with exit status 2 for every bad input."""
 
+import argparse
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from soft2hard.cli import main
+from soft2hard.cli import COMMANDS, build_parser, main
 from soft2hard.prompts import SoftPrompt
 
 
@@ -27,11 +30,48 @@ def assert_one_line_error(code, err, *needles):
         assert needle in lines[0], (needle, lines[0])
 
 
+def _subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path of ``parser`` (``("tune",)``, ``("dod", "build")``, ...), read from its subparsers."""
+    paths = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += [(*prefix, name), *_subcommands(sub, (*prefix, name))]
+    return paths
+
+
+COMMAND_PATHS = _subcommands(build_parser())
+TOP_LEVEL = sorted({p[0] for p in COMMAND_PATHS})
+
+
+def test_every_command_has_a_handler_and_every_documented_command_exists():
+    assert set(TOP_LEVEL) == set(COMMANDS)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    first_cells = [line.split("|")[1] for line in readme.splitlines() if line.startswith("| `soft2hard ")]
+    documented = {tuple(m.split()) for cell in first_cells
+                  for m in re.findall(r"`(?:soft2hard )?([a-z][a-z-]*(?: [a-z]+)?)", cell)}
+    assert len(documented) >= 15, documented
+    assert documented <= set(COMMAND_PATHS), documented - set(COMMAND_PATHS)
+
+
 def test_help_lists_every_command():
-    result = subprocess.run([sys.executable, "-m", "soft2hard.cli", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0
-    for command in ["models", "tasks", "tune", "info", "score", "demo"]:
-        assert command in result.stdout
+    result = subprocess.run([sys.executable, "-m", "soft2hard.cli", "--help"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    listed = set(re.findall(r"^ {4}(\S+)", result.stdout, flags=re.M))  # the COMMAND lines of the help
+    missing = [c for c in TOP_LEVEL if c not in listed]
+    assert not missing, f"not in soft2hard --help: {missing}\n{result.stdout}"
+
+
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=" ".join)
+def test_every_command_has_help(capsys, path):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*path, "--help"])
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0
+    assert out.startswith(f"usage: soft2hard {' '.join(path)}"), out[:200]
+    subs = [p[len(path)] for p in COMMAND_PATHS if p[:len(path)] == path and len(p) == len(path) + 1]
+    assert all(s in out for s in subs), (subs, out)
 
 
 def test_tasks_list_json_contract(capsys):

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from soft2hard.dod import plan as planning
 from soft2hard.dod.bank import pack
@@ -120,7 +121,6 @@ def test_rebuild_with_other_settings_is_refused(tmp_path, tiny_dod, tiny_llama_d
 
 
 def test_ray_build_matches_in_process_build(tmp_path, tiny_dod, tiny_llama_dir, cache_dir):
-    pytest.importorskip("ray")
     out = tmp_path / "ray"
     m = build(out, tiny_config(tiny_llama_dir), cache_dir, workers=2, progress=False)
     ref = {e.id: x for _, e, x in Manifest.load(tiny_dod).iter_prompts()}
@@ -138,7 +138,9 @@ def test_pack_makes_a_compact_bank_with_the_same_prompts(tmp_path, tiny_dod):
     ref = {e.id: x for _, e, x in m.iter_prompts()}
     for _, e, x in loaded.iter_prompts():
         assert e.key == e.id and e.file == "prompts.safetensors"
-        torch.testing.assert_close(x, ref[e.id], atol=1e-2, rtol=1e-2)  # fp16
+        assert x.dtype == torch.float32 and torch.equal(x, ref[e.id].half().float())  # stored in fp16, exactly
+    with safe_open(tmp_path / "bank" / "prompts.safetensors", "pt") as f:
+        assert sorted(f.keys()) == sorted(ref) and {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
     assert len(bank.tasks) == 3
     best = pack(m, tmp_path / "best", best_only=True)
     assert all(len(t.prompts) == 1 and t.prompts[0].best for t in best.tasks)

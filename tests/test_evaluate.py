@@ -75,15 +75,16 @@ def full(tmp_path_factory, tiny_dod, tiny_llama_dir, tiny_gemma_dir, tiny_transl
     return out, items, rows
 
 
-def test_every_task_gets_every_condition(full):
+def test_every_task_gets_every_condition(full, tiny_dod, tiny_gemma_dir):
     out, items, rows = full
+    source_model, _ = from_dod(tiny_dod, ["all"], cache_dir=out.parent)
     keys = {(r["task"], r["condition"]) for r in rows}
     assert keys == {(i.name, c) for i in items for c in ALL}
     assert len(rows) == len(keys)
     for r in rows:
         assert 0.0 <= r["score"] <= 1.0 and r["n"] == min(3, len(items[0].test(3)))
-        assert r["model"] == (items and r["model"])  # a model name on every row
-        assert (r["model"].startswith("local:")) == (r["condition"] != "soft_prompt")
+        # the soft prompt runs on its source model, every text on the target
+        assert r["model"] == (source_model if r["condition"] == "soft_prompt" else f"local:{tiny_gemma_dir.name}")
         if r["condition"] in cond.TEXT_CONDITIONS:
             assert isinstance(r["instruction"], str) and r["perplexity"] > 0 and 0 <= r["faithfulness"] <= 1
     texts = json.loads((out / "texts.json").read_text())
@@ -95,8 +96,19 @@ def test_every_task_gets_every_condition(full):
         assert grid["layers"] == [0, 1] and len(grid["rouge_l"]) == 2 and len(grid["rouge_l"][0]) == 2
     preds = json.loads((out / "predictions.json").read_text())
     assert set(preds) == {f"{r['model']}|{r['task']}|{r['condition']}" for r in rows}
-    assert all(len(v) == r["n"] for r in rows for k, v in preds.items() if k.endswith(f"|{r['condition']}")
-               and f"|{r['task']}|" in k)
+    by_name = {i.name: i for i in items}
+    for r in rows:  # every reported score is the score of the predictions written for it
+        records = preds[f"{r['model']}|{r['task']}|{r['condition']}"]
+        item = by_name[r["task"]]
+        assert len(records) == r["n"]
+        assert [(x["input"], x["gold"]) for x in records] == [(ex.input, ex.target) for ex in item.test(3)]
+        outputs, golds = [x["output"] for x in records], [x["gold"] for x in records]
+        assert all(isinstance(o, str) for o in outputs)
+        again = cond.score_outputs(item.task, outputs, golds)
+        assert (r["metric"], r["score"], r["exact_match"]) == (again["metric"], again["score"], again["exact_match"])
+        # and, independently of score_outputs, the exact-match rate of the answer lines
+        exact = sum(cond.normalize(cond.answer_line(o)) == cond.normalize(g) for o, g in zip(outputs, golds))
+        assert r["exact_match"] == pytest.approx(exact / len(golds))
 
 
 def test_tables_match_the_rows(full):

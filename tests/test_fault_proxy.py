@@ -8,7 +8,6 @@ whose answer was delivered, a rerun on the same cache sends nothing, and the API
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import subprocess
@@ -23,8 +22,8 @@ from soft2hard.serving import LlamaServer, gguf_path
 from soft2hard.targets import APITarget
 from tests.fault_proxy import FAULTS, FORWARDED_FAULTS, FaultProxy, always, first_attempts, no_faults, seeded
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
-                                reason="llama-cpp-python is not installed (scripts/install.sh builds it)")
+pytestmark = [pytest.mark.slow,  # serves the real Gemma3-270M GGUF
+              pytest.mark.requires("llama_cpp", hint="llama-cpp-python; scripts/install.sh builds it")]
 MODEL = "gemma-3-270m"
 WORDS = ("cat", "dog", "house", "tree", "river", "apple", "stone", "cloud", "bird", "chair", "lamp", "road",
          "bread", "ship", "glass", "horse", "paper", "window", "garden", "mountain")

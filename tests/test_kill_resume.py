@@ -34,22 +34,22 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path, tiny_llama_dir):
     subprocess.run(_cmd(tiny_llama_dir, ref), check=True, env=_env(), capture_output=True, timeout=300)
 
     run = tmp_path / "run"
-    kills = 0
-    for wait_for in (2, 6):  # kill after 2 checkpoints, then again after 6
+    for kill, wait_for in enumerate((2, 6), start=1):  # kill after 2 checkpoints, then the resumed run after 6
+        before = _n_checkpoints(run)
         proc = subprocess.Popen(_cmd(tiny_llama_dir, run, "--resume"), env=_env(),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 240
         while _n_checkpoints(run) < wait_for and proc.poll() is None and time.time() < deadline:
             time.sleep(0.05)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait(timeout=30)
-        assert not (run / "metrics.json").exists() or proc.returncode == 0
+        assert proc.poll() is None, f"run {kill} ended (status {proc.returncode}) before kill -9 {kill} could land"
+        assert _n_checkpoints(run) >= wait_for, f"run {kill} wrote no checkpoint {wait_for} within 240 s"
+        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        assert not (run / "metrics.json").exists(), f"run {kill} finished: kill -9 {kill} interrupted nothing"
+        assert _n_checkpoints(run) > before  # the resumed run made progress before its kill
         for ckpt in (run / "checkpoints").iterdir():  # every visible checkpoint is complete
             if not ckpt.name.startswith("."):
                 assert (ckpt / "trainer_state.json").exists() and (ckpt / "prompt" / "adapter_model.safetensors").exists()
-    assert kills >= 1, "the run finished before it could be killed; the test proves nothing"
 
     subprocess.run(_cmd(tiny_llama_dir, run, "--resume"), check=True, env=_env(), capture_output=True, timeout=300)
     a = load_file(str(ref / "adapter_model.safetensors"))["prompt_embeddings"]

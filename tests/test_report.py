@@ -20,8 +20,8 @@ from soft2hard.cli import report as cli_report
 from soft2hard.cli.common import Parser
 from soft2hard.errors import Soft2HardError
 from soft2hard.report import write_report
+from tests.conftest import require
 
-CHROMIUM = Path("/usr/bin/chromium")
 SCRIPT = "<script>document.title='pwned'</script>"
 IMG = "<img src=x onerror=\"document.title='pwned2'\">"
 EVIL_TASK = f"gen/evil{SCRIPT}{IMG}"
@@ -208,11 +208,10 @@ def test_cli_command(tmp_path, capsys):
 
 def _chromium(tmp_path: Path, *args: str) -> str:
     """Run headless Chromium (its own profile, no network chatter) and return stdout; stops within 60 s."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium "
-                    "(apt-get install --no-install-recommends chromium, or rerun scripts/install.sh as root)")
+    chromium = require("chromium", "chromium-browser", executable=True,
+                       hint="apt-get install --no-install-recommends chromium, or rerun scripts/install.sh as root")
     profile = tmp_path / f"profile-{len(list(tmp_path.glob('profile-*')))}"
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
            f"--user-data-dir={profile}", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
