@@ -5,10 +5,16 @@ import torch
 
 from soft2hard.errors import Soft2HardError
 from soft2hard.hooks import block_names, hooked
-from soft2hard.interpret.inspection import InspectConfig, inspect_grid, inspection_prompt, source_states
+from soft2hard.interpret.inspection import (
+    InspectConfig,
+    continuation_logprobs,
+    inspect_grid,
+    inspection_prompt,
+    source_states,
+)
 from soft2hard.interpret.projection import project
 
-from .inspect_reference import reference_inspect
+from .inspect_reference import reference_inspect, reference_logprob
 
 
 def _hook_count(model):
@@ -56,12 +62,42 @@ def test_hooks_are_removed_on_error(tiny_llama):
 
 def test_hook_replacement_and_input_hooks(tiny_llama):
     names = block_names(tiny_llama.model)
-    seen = {}
     ids = torch.tensor([[5, 6, 7]])
-    with hooked(tiny_llama.model, {f"{names[1]}.input": lambda t, *, name: seen.setdefault("in", t.clone()),
-                                   f"{names[0]}.output": lambda t, *, name: seen.setdefault("out", t.clone())}):
-        tiny_llama.model(input_ids=ids)
-    assert torch.allclose(seen["in"], seen["out"])  # block 1 reads block 0's output
+    model = tiny_llama.model
+    with torch.no_grad():
+        plain = model(input_ids=ids).logits
+        replacement = torch.randn(1, 3, tiny_llama.d_model, generator=torch.Generator().manual_seed(0))
+        seen = {}
+
+        def observe(t, *, name):  # returns None: observes only
+            seen[name] = t.clone()
+
+        with hooked(model, {f"{names[0]}.output": lambda t, *, name: replacement,
+                            f"{names[1]}.input": observe}):
+            by_output = model(input_ids=ids).logits
+        assert torch.equal(seen[f"{names[1]}.input"], replacement)  # block 1 read the replaced block-0 output
+        assert not torch.allclose(by_output, plain, atol=1e-3)  # and the replacement reached the logits
+        with hooked(model, {f"{names[1]}.input": lambda t, *, name: replacement}):
+            by_input = model(input_ids=ids).logits
+        assert torch.allclose(by_input, by_output, atol=1e-5)  # replacing block 1's input has the same effect
+        with hooked(model, {f"{names[0]}.output": observe, f"{names[1]}.input": observe}):
+            observed = model(input_ids=ids).logits
+        assert torch.equal(observed, plain)  # observing hooks change nothing
+        assert torch.equal(seen[f"{names[0]}.output"], seen[f"{names[1]}.input"])  # block 1 reads block 0's output
+
+
+@pytest.mark.parametrize("which", ["tiny_llama", "tiny_gemma"])
+def test_patching_changes_the_output(request, which):
+    """The patch is not a no-op: descriptions and continuation log-probabilities differ from the unpatched run."""
+    lm = request.getfixturevalue(which)
+    torch.manual_seed(0)
+    prompt = lm.vocab_embeddings()[torch.randint(0, 3000, (3,))].clone()
+    cfg = InspectConfig(source_layers=[1], target_layers=[0], max_new_tokens=8)
+    fast = inspect_grid(lm, prompt, cfg)[0]
+    unpatched = reference_inspect(lm, prompt, cfg, (1, 0), patch=False)
+    assert fast.text == reference_inspect(lm, prompt, cfg, (1, 0)) != unpatched
+    (_, patched_lp), = continuation_logprobs(lm, prompt, cfg, ":", " fruit", pairs=[(1, 0)])
+    assert abs(patched_lp - reference_logprob(lm, prompt, cfg, (1, 0), ":", " fruit", patch=False)) > 1e-5
 
 
 def test_bad_inputs(tiny_llama):
@@ -107,35 +143,18 @@ def test_batched_grid_equals_reference_on_gemma3(gemma3):
         assert d.text == reference_inspect(gemma3, prompt, cfg, d.layers), d.layers
 
 
-def test_continuation_logprobs_match_one_uncached_patched_pass(tiny_llama):
-    from soft2hard.hooks import block_names, hooked
-    from soft2hard.interpret.inspection import (
-        InspectConfig,
-        continuation_logprobs,
-        inspection_prompt,
-        source_states,
-    )
-
+@pytest.mark.parametrize("which", ["tiny_llama", "tiny_gemma"])
+@pytest.mark.parametrize("inject", ["input", "block0"])
+def test_continuation_logprobs_equal_reference(request, which, inject):
+    lm = request.getfixturevalue(which)
     torch.manual_seed(0)
-    prompt = torch.randn(3, tiny_llama.d_model) * 0.05
-    cfg = InspectConfig(n_demos=2, batch_size=2)
+    prompt = torch.randn(3, lm.d_model) * float(lm.vocab_embeddings().float().std())
+    cfg = InspectConfig(n_demos=2, batch_size=2, inject=inject)
     pairs = [(0, 1), (1, 0), (1, 1)]
-    got = continuation_logprobs(tiny_llama, prompt, cfg, ": a, b; cues:", " honestly", pairs)
+    got = continuation_logprobs(lm, prompt, cfg, ": a, b; cues:", " honestly", pairs)
     assert [p for p, _ in got] == pairs
-    names = block_names(tiny_llama.model)
-    states = source_states(tiny_llama, prompt)
-    ids, start = inspection_prompt(tiny_llama, cfg, 3)
-    ctx = tiny_llama.encode(": a, b; cues:", special=False)
-    tgt = tiny_llama.encode(" honestly", special=False)
-    seq = torch.tensor([ids + ctx + tgt])
-    for (s, t), value in got:
-        def patch(h, *, name, s=s):
-            h = h.clone()
-            h[0, start:start + 3] = states[s].to(h.dtype)
-            return h
-        with hooked(tiny_llama.model, {f"{names[t]}.output": patch}), torch.no_grad():
-            logits = tiny_llama.model(input_ids=seq).logits[0].float()
-        first = len(ids) + len(ctx)
-        lp = logits[first - 1:first - 1 + len(tgt)].log_softmax(-1)
-        expected = float(lp.gather(1, torch.tensor(tgt)[:, None]).sum())
-        assert value == pytest.approx(expected, abs=1e-4)
+    for pair, value in got:
+        assert value == pytest.approx(reference_logprob(lm, prompt, cfg, pair, ": a, b; cues:", " honestly"),
+                                      abs=1e-4), pair
+    values = [v for _, v in got]
+    assert max(values) - min(values) > 1e-4  # the pairs differ: a mixed-up source or target layer would show

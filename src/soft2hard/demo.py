@@ -65,10 +65,21 @@ def run_demo(model: str = "smollm2-135m", task: str = "gen/plural", out: Path = 
     for condition in ("reference", "projection", "inspect", "translator"):
         if condition in texts:
             print(f"  {condition:<11} {texts[condition]!r}")
+    for condition in seen_conditions(eval_dir):
+        print(f"  warning: the {condition} interpreter saw {the_task.name} in its calibration/training set "
+              "(seen_in_training: true): its score here is not a held-out score")
     report = write_report(eval_dir)
     print(f"\nsoft prompt (PEFT adapter): {out / 'prompt'}\nresults: {eval_dir}/results.json"
           f"\nHTML report: {report}\n({time.time() - start:.0f} s in all)")
     return rows
+
+
+def seen_conditions(eval_dir: Path) -> list[str]:
+    """The text conditions whose interpreter (InSPEcT profile, translator) saw the demo's task."""
+    from soft2hard import atomic
+
+    entry = next(iter(atomic.read_json(eval_dir / "texts.json").values()))
+    return [c for c, v in entry["texts"].items() if v.get("seen_in_training")]
 
 
 def source_texts(eval_dir: Path) -> dict[str, str]:

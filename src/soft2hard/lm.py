@@ -1,7 +1,8 @@
 """LanguageModel: a thin wrapper over a frozen HF causal LM + tokenizer.
 
 All architecture differences live here: where the decoder and its block list are, the embedding multiplier
-(Gemma scales token embeddings by sqrt(d) inside its embedding module), logit soft-capping, BOS handling.
+(Gemma scales token embeddings by sqrt(d) inside its embedding module), logit soft-capping, BOS handling, the
+layers LoRA adapts (:meth:`LanguageModel.lora_target_modules`).
 
 Sequence layout, the same as PEFT prompt tuning: ``[soft prompt (n)] [tokenizer(context) incl. BOS if the
 tokenizer adds one] [target tokens]``. The soft prompt is in the *scaled* embedding space, i.e. it is
@@ -43,6 +44,27 @@ class LanguageModel:
     @property
     def decoder(self) -> torch.nn.Module:
         return getattr(self.model, self.model.base_model_prefix)
+
+    def lora_target_modules(self) -> list[str]:
+        """Leaf names of the weight layers in the first decoder block, in order, for PEFT LoRA (which matches them
+        by suffix in every block): ``q_proj`` ... ``down_proj`` for Llama, Gemma and Qwen2; ``c_attn``, ``c_proj``,
+        ``c_fc`` for GPT-2, whose projections are transformers' ``Conv1D``."""
+        from transformers.pytorch_utils import Conv1D
+
+        from soft2hard.hooks import block_names
+
+        block = self.model.get_submodule(block_names(self.model)[0])
+        names: list[str] = []
+        for path, module in block.named_modules():
+            if "lora_" in path or "base_layer" in path:  # LoRA already applied: count the wrapped layer once
+                continue
+            leaf = path.rpartition(".")[2]
+            layer = getattr(module, "base_layer", module)
+            if isinstance(layer, torch.nn.Linear | Conv1D) and leaf not in names:
+                names.append(leaf)
+        if not names:
+            raise Soft2HardError(f"{self.name}: no Linear or Conv1D layers in its first decoder block to put LoRA on")
+        return names
 
     @property
     def embed_scale(self) -> float:

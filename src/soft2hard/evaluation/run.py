@@ -142,6 +142,8 @@ def _row(item: EvalTask, condition: str, model: str, scores: dict, instruction: 
     row = {"task": item.name, "kind": item.kind, "condition": condition, "model": model, **scores,
            "instruction": instruction}
     row.update({k: (text_info or {}).get(k) for k in ROW_TEXT_FIELDS})
+    if (text_info or {}).get("seen_in_training"):  # the interpreter saw this task: not a held-out score
+        row["seen_in_training"] = True
     return row
 
 
@@ -266,6 +268,10 @@ def markdown(rows: list[dict]) -> str:
             m = summary.get(model if c != "soft_prompt" else _source_model(rows), {}).get(c)
             means.append(f"**{m['mean']:.3f}** ± {m['std']:.3f}" if m else "–")
         lines += ["| **mean ± std** | | " + " | ".join(means) + " |", ""]
+    seen = sorted({(r["task"], r["condition"]) for r in rows if r.get("seen_in_training")})
+    if seen:
+        lines += ["Not held out (seen_in_training): " + ", ".join(f"{c} on {t}" for t, c in seen)
+                  + " - the interpreter's calibration or training set included a prompt of that task.", ""]
     return "\n".join(lines)
 
 

@@ -49,6 +49,17 @@ class EvalTask:
         return self.task.splits(seed=self.split_seed).train
 
 
+def seen_in_training(task: str, method: str, seen: bool) -> dict:
+    """``{"seen_in_training": True}`` and a warning when the artefact behind ``method`` (the InSPEcT profile's
+    calibration prompts, the translator's training prompts) included a prompt of ``task``; else ``{}``."""
+    if not seen:
+        return {}
+    artefact = "InSPEcT profile was calibrated" if method.startswith("inspect") else "translator was trained"
+    logger.warning("warning: the %s on prompts of %s, so %s's result on it is not a held-out result "
+                   "(seen_in_training: true)", artefact, task, method)
+    return {"seen_in_training": True}
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "__", name)
 
@@ -125,12 +136,14 @@ class SourceSide:
             from soft2hard.interpret.selection import describe_label_free
 
             d = describe_label_free(self.lm, prompt, self.profile(), k=1)[0]
-            return {"text": d.text, "layers": list(d.layers)}
+            seen = seen_in_training(item.name, "inspect", self.profile().saw(item.name))
+            return {"text": d.text, "layers": list(d.layers), **seen}
         if condition == "translator":
             from soft2hard.interpret.translator import KIND_CUE
 
             cue = KIND_CUE.get(item.dod_kind or "general", "instruction")  # an instruction unless told otherwise
-            return {"text": self.translator().translate([prompt], cue=cue)[0].text, "cue": cue}
+            seen = seen_in_training(item.name, "translator", self.translator().saw(item.name))
+            return {"text": self.translator().translate([prompt], cue=cue)[0].text, "cue": cue, **seen}
         raise ValueError(f"no text for condition {condition!r}")
 
     def _optimized(self, item: EvalTask, method: str, settings: dict, runs_dir: Path) -> dict:

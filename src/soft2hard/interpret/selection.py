@@ -70,6 +70,12 @@ class Profile:
     mean_scores: dict[str, float] = field(default_factory=dict)  # "s,t" -> mean score over calibration prompts
     inspect: dict = field(default_factory=dict)  # InspectConfig fields that affect the texts
     calibration_prompts: list[str] = field(default_factory=list)
+    calibration_tasks: list[str] = field(default_factory=list)  # the tasks of those prompts (seen in training)
+    notes: str = ""  # provenance remarks, e.g. how a shipped profile's task list was recovered
+
+    def saw(self, task: str) -> bool:
+        """Whether a calibration prompt was tuned on ``task``: a score on that task is not a held-out score."""
+        return task in self.calibration_tasks
 
     def save(self, path: Path) -> None:
         atomic.write_json(Path(path), asdict(self))
@@ -113,6 +119,8 @@ _PROFILE_FIELDS = {
                                                           for x in v.values()), "an object of numbers"),
     "inspect": (lambda v: isinstance(v, dict), "an object"),
     "calibration_prompts": (_is_str_list, "a list of strings"),
+    "calibration_tasks": (_is_str_list, "a list of strings"),
+    "notes": (lambda v: isinstance(v, str), "a string"),
 }
 # the InspectConfig fields a profile may set (calibrate stores all but the layers and the batch size)
 _INSPECT_FIELDS = {
@@ -166,10 +174,16 @@ def find_profile(cache_dir: Path, model: str) -> Path:
 
 
 def calibrate(lm: LanguageModel, items: Sequence[tuple[str, torch.Tensor, str, Sequence[str] | None]],
-              cfg: InspectConfig, metric: str = "rouge_l", top_k: int = 3, progress: bool = True) -> Profile:
-    """Rank the grid's pairs by mean score over ``items`` = (name, prompt, reference, labels)."""
+              cfg: InspectConfig, metric: str = "rouge_l", top_k: int = 3, progress: bool = True,
+              tasks: Sequence[str] | None = None) -> Profile:
+    """Rank the grid's pairs by mean score over ``items`` = (name, prompt, reference, labels).
+
+    ``tasks``: each item's task, stored as the profile's ``calibration_tasks`` (default: the task recorded in
+    the prompt folder an item is named after, where there is one)."""
     if not items:
         raise Soft2HardError("calibration needs at least one prompt with a reference")
+    if tasks is None:
+        tasks = [t for t in (_recorded_task(name) for name, *_ in items) if t]
     grids = []
     for name, prompt, reference, labels in tqdm(items, desc="calibrate", disable=not progress):
         grids.append((inspect_grid(lm, prompt, cfg), reference, labels))
@@ -180,7 +194,19 @@ def calibrate(lm: LanguageModel, items: Sequence[tuple[str, torch.Tensor, str, S
     keep["demos"] = [list(d) for d in keep["demos"]]
     return Profile(model=lm.name, pairs=ranked[:top_k], metric=metric, n_prompts=len(items),
                    mean_scores={f"{s},{t}": round(v, 5) for (s, t), v in means.items()}, inspect=keep,
-                   calibration_prompts=[name for name, *_ in items])
+                   calibration_prompts=[name for name, *_ in items],
+                   calibration_tasks=sorted(set(tasks)))
+
+
+def _recorded_task(name: str) -> str | None:
+    """The task in a tuned prompt folder's metadata (None if ``name`` is not such a folder)."""
+    from soft2hard.prompts import METADATA_NAME
+
+    try:
+        task = atomic.read_json(Path(name) / METADATA_NAME).get("task")
+    except (OSError, ValueError, AttributeError, Soft2HardError):
+        return None
+    return task if isinstance(task, str) else None
 
 
 def mean_pair_scores(grids: Sequence[tuple[list[Description], str, Sequence[str] | None]],

@@ -18,7 +18,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -44,7 +44,7 @@ class TranslatorConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    target_modules: tuple[str, ...] = ()  # () = every Linear/Conv1D of a decoder block (lm.lora_target_modules())
     lr: float = 1e-3
     weight_decay: float = 0.1
     epochs: int = 8
@@ -165,6 +165,16 @@ class Translator:
     lm: LanguageModel
     meta: dict = field(default_factory=dict)
 
+    @property
+    def training_tasks(self) -> list[str] | None:
+        """The tasks whose prompts it was trained on (None: not recorded, a translator from before the field)."""
+        tasks = self.meta.get("training_tasks")
+        return list(tasks) if isinstance(tasks, list) else None
+
+    def saw(self, task: str) -> bool:
+        """Whether ``task``'s prompts were in its training set: a score on that task is not a held-out score."""
+        return task in (self.training_tasks or ())
+
     def translate(self, prompts: list[torch.Tensor], cue: str = "instruction", max_new_tokens: int = 64
                   ) -> list[Description]:
         d_model = self.meta.get("d_model")
@@ -178,9 +188,13 @@ class Translator:
 
 def apply_lora(lm: LanguageModel, cfg: TranslatorConfig):
     from peft import LoraConfig, get_peft_model
+    from transformers.pytorch_utils import Conv1D
 
+    targets = list(cfg.target_modules) or lm.lora_target_modules()  # the model's own attention + MLP layers
+    conv1d = any(isinstance(m, Conv1D) for name, m in lm.model.named_modules() if name.rpartition(".")[2] in targets)
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.target_modules), bias="none", task_type="CAUSAL_LM")
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM",
+                      fan_in_fan_out=conv1d)  # GPT-2's Conv1D stores weights as (in, out)
     torch.manual_seed(cfg.seed)
     peft_model = get_peft_model(lm.model, lora)  # injects LoRA layers into lm.model in place
     return peft_model
@@ -252,6 +266,8 @@ def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg:
 
     ``stop_after`` ends the run after that many steps (as an interruption would; returns None)."""
     out = Path(out)
+    if not cfg.target_modules:  # record the layers actually adapted, so translator.json describes the adapter
+        cfg = replace(cfg, target_modules=tuple(lm.lora_target_modules()))
     settings = json.loads(json.dumps({"config": asdict(cfg), "model": lm.name, "n_examples": len(examples)}))
     existing = runs.prepare(out, settings, "a translator run", "state.json", resume, overwrite,
                             result_name=TRANSLATOR_META, scratch=(".final",))
@@ -294,7 +310,7 @@ def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg:
     meta = {"config": asdict(cfg), "model": lm.name, "d_model": lm.d_model,
             "n_tokens_seen": sorted({ex.prompt.shape[0] for ex in examples}), "n_examples": len(examples),
             "steps": total, "train_seconds": round(state["train_seconds"], 1), "final_loss": state["losses"][-1],
-            "cues": CUES, **(extra_meta or {})}
+            "cues": CUES, "training_tasks": sorted({ex.task for ex in examples}), **(extra_meta or {})}
     _save_adapter(peft_model, out / ".final", lm.name, dtype=torch.float16)
     for f in sorted((out / ".final").iterdir()):
         f.replace(out / f.name)

@@ -75,6 +75,12 @@ def evaluate_translator(manifest, translator_dir: Path | None, cache_dir: Path, 
                                                                           "oracle_metric": metric}
         if translator is not None:
             texts["translator"] = translator.translate([prompt], cue=KIND_CUE[task.kind])[0].text
+        seen = {"inspect_label_free": profile.saw(task.name), "inspect_oracle": profile.saw(task.name),
+                "translator": translator is not None and translator.saw(task.name)}
+        for m in [m for m in texts if seen.get(m)]:  # held-out tasks, unless the artefacts came from elsewhere
+            logger.warning("warning: %s's interpreter saw %s in its calibration/training set: not a held-out "
+                           "result (seen_in_training: true)", m, task.name)
+            extra.setdefault(m, {})["seen_in_training"] = True
         names = list(texts)
         cos = embedding_cosine([texts[m] for m in names], [task.reference] * len(names))
         for m, c in zip(names, cos):

@@ -1,0 +1,58 @@
+"""Provenance of the interpreters' training sets (claim 9): the shipped InSPEcT profile and translator record the
+tasks they saw, and an evaluation labels results on those tasks ``seen_in_training`` (no models needed here;
+tests/test_architectures.py checks that ``calibrate`` and ``train_translator`` record them)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from soft2hard import atomic
+from soft2hard.demo import seen_conditions
+from soft2hard.evaluation import run
+from soft2hard.evaluation.source import EvalTask, seen_in_training, slug
+from soft2hard.interpret.selection import SHIPPED_PROFILES, Profile
+from soft2hard.interpret.translator import SHIPPED_TRANSLATORS, TRANSLATOR_META, Translator
+from soft2hard.tasks import get_task
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_shipped_profile_records_its_calibration_tasks():
+    profile = Profile.load(SHIPPED_PROFILES / "smollm2-135m.json")
+    assert len(profile.calibration_tasks) == profile.n_prompts == 6
+    # each task is the one its calibration prompt folder (runs/table/<slug>) was tuned on
+    folders = sorted(p.split()[0].rpartition("/")[2] for p in profile.calibration_prompts)
+    assert folders == sorted(slug(t) for t in profile.calibration_tasks)
+    assert all(get_task(t).name == t for t in profile.calibration_tasks)
+    assert profile.saw("gen/plural") and not profile.saw("gen/word_sentiment")  # the demo's task was calibrated on
+    assert "recovered" in profile.notes
+
+
+def test_shipped_translator_records_its_training_tasks():
+    meta = atomic.read_json(SHIPPED_TRANSLATORS / "smollm2-135m" / TRANSLATOR_META)
+    manifest = atomic.read_json(ROOT / meta["dod"] / "manifest.json")
+    train = sorted(t["name"] for t in manifest["tasks"] if t["split"] == "train")
+    assert meta["training_tasks"] == train and len(train) == meta["train_tasks"]
+    translator = Translator(lm=None, meta=meta)
+    heldout = [t["name"] for t in manifest["tasks"] if t["split"] == "heldout"]
+    assert translator.saw(train[0]) and not any(translator.saw(t) for t in heldout)
+    assert Translator(lm=None, meta={}).training_tasks is None  # a translator from before the field: unknown
+
+
+def test_seen_results_are_labelled(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert seen_in_training("gen/plural", "inspect", False) == {}
+        assert seen_in_training("gen/plural", "inspect", True) == {"seen_in_training": True}
+    assert "InSPEcT profile was calibrated on prompts of gen/plural" in caplog.text
+    item = EvalTask(task=get_task("gen/plural"), reference="Give the plural.")
+    seen = run._row(item, "inspect", "m", {"score": 0.5}, "text", {"text": "t", "seen_in_training": True})
+    unseen = run._row(item, "translator", "m", {"score": 0.5}, "text", {"text": "t"})
+    assert seen["seen_in_training"] is True and "seen_in_training" not in unseen
+    md = run.markdown([{**seen, "metric": "rouge_l"}, {**unseen, "metric": "rouge_l"}])
+    assert "Not held out (seen_in_training): inspect on gen/plural" in md
+    assert "Not held out" not in run.markdown([{**unseen, "metric": "rouge_l"}])
+    (tmp_path / "texts.json").write_text(json.dumps({"gen/plural": {"texts": {
+        "inspect": {"text": "a", "seen_in_training": True}, "translator": {"text": "b"}}}}))
+    assert seen_conditions(tmp_path) == ["inspect"]
