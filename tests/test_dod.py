@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+import soft2hard.packs as packs
 from soft2hard.dod import plan as planning
 from soft2hard.dod.bank import pack
 from soft2hard.dod.build import BuildConfig, build, run_dir
@@ -19,7 +20,7 @@ from soft2hard.dod.references import reference_for, shorten
 from soft2hard.errors import Soft2HardError
 from soft2hard.tasks import get_task
 from soft2hard.tasks.base import Example, Task
-from tests.conftest import TASKS, TINY_TUNING, tiny_config
+from tests.conftest import TASKS, TINY_TUNING, interrupt_on_call, tiny_config
 
 # --- planning and references ---------------------------------------------------------------------------
 
@@ -94,23 +95,45 @@ def test_build_writes_a_manifest_with_checkpoints_and_splits(tiny_dod):
     assert len(tensors) == 6 and all(x.shape == (4, 64) for x in tensors)
 
 
-def test_interrupted_build_resumes_to_the_same_prompts(tmp_path, tiny_dod, tiny_llama_dir, cache_dir):
+def _prompts(manifest) -> dict:
+    return {e.id: x for _, e, x in manifest.iter_prompts()}
+
+
+def test_interrupted_pack_build_resumes_to_the_same_prompts(tmp_path, tiny_dod, tiny_llama_dir, cache_dir,
+                                                             monkeypatch):
+    # tiny_dod is built with the default --pack; interrupt a build mid-pack (a training step of the second
+    # unit), rerun: the journal replays the pack, so every prompt is bit-identical
     out = tmp_path / "dod"
-    cfg = tiny_config(tiny_llama_dir)
-    first = build(out, cfg, cache_dir, workers=0, progress=False, max_jobs=1)
-    assert len(first.tasks) == 1
-    # a kill inside the second run: its first checkpoint exists, metrics.json does not
-    second = [t for t in TASKS if t != first.tasks[0].name][0]
-    shutil.copytree(run_dir(tiny_dod, second, 0) / "checkpoints" / "step_000002",
-                    run_dir(out, second, 0) / "checkpoints" / "step_000002")
-    shutil.copy(run_dir(tiny_dod, second, 0) / "config.json", run_dir(out, second, 0) / "config.json")
-    done = build(out, cfg, cache_dir, workers=0, progress=False)
-    ref = Manifest.load(tiny_dod)
-    expected = {e.id: x for _, e, x in ref.iter_prompts()}
-    got = {e.id: x for _, e, x in done.iter_prompts()}
+    interrupt_on_call(monkeypatch, packs, "_step", call=7)
+    with pytest.raises(KeyboardInterrupt):
+        build(out, tiny_config(tiny_llama_dir), cache_dir, workers=0, progress=False)
+    monkeypatch.undo()
+    assert list((out / "packs").glob("unit-*.json"))
+    expected, got = _prompts(Manifest.load(tiny_dod)), _prompts(build(out, tiny_config(tiny_llama_dir), cache_dir,
+                                                                      workers=0, progress=False))
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), key
+
+
+def test_interrupted_per_run_build_resumes_and_old_folders_resume_in_packs(tmp_path, tiny_llama_dir, cache_dir):
+    ref_dir, out = tmp_path / "ref", tmp_path / "dod"
+    cfg = tiny_config(tiny_llama_dir)
+    ref = _prompts(build(ref_dir, cfg, cache_dir, workers=0, progress=False, pack=1))
+    first = build(out, cfg, cache_dir, workers=0, progress=False, max_jobs=1, pack=1)
+    assert len(first.tasks) == 1
+    # a kill inside the second run: its first checkpoint exists, metrics.json does not
+    second = [t for t in TASKS if t != first.tasks[0].name][0]
+    shutil.copytree(run_dir(ref_dir, second, 0) / "checkpoints" / "step_000002",
+                    run_dir(out, second, 0) / "checkpoints" / "step_000002")
+    shutil.copy(run_dir(ref_dir, second, 0) / "config.json", run_dir(out, second, 0) / "config.json")
+    before_packs = tmp_path / "before-packs"
+    shutil.copytree(out, before_packs)  # a folder of the per-run build, as made before packs existed
+    got = _prompts(build(out, cfg, cache_dir, workers=0, progress=False, pack=1))
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+    # the same half-built folder resumed with packs: same jobs, same prompts up to float rounding
+    packed = _prompts(build(before_packs, cfg, cache_dir, workers=0, progress=False))
+    assert ref.keys() == packed.keys() and all(torch.allclose(ref[k], packed[k], atol=1e-4) for k in ref)
 
 
 def test_rebuild_with_other_settings_is_refused(tmp_path, tiny_dod, tiny_llama_dir, cache_dir):

@@ -597,7 +597,7 @@ TUNING_GOOD = {"n_tokens": [1, 20], "steps": [1, 80], "batch_size": [8], "lr": [
                "init_text": [None, "Give the plural"], "seed": [0, 7], "eval_every": [5], "max_eval_examples": [16],
                "max_test_examples": [40], "max_train_examples": [None, 100], "eval_batch_size": [16],
                "objective": ["task", "distill"], "teacher_prompt": [None, "Say it"],
-               "distill_targets": ["task", "teacher"], "distill_max_new_tokens": [24]}
+               "distill_targets": ["task", "teacher"], "distill_max_new_tokens": [24], "patience": [None, 3]}
 
 
 @FUZZ
@@ -608,7 +608,7 @@ def test_tuning_config_never_crashes(kwargs):
         _assert_sane_config(cfg, ("n_tokens", "steps", "batch_size", "warmup_steps", "seed", "eval_every",
                                   "max_eval_examples", "max_test_examples", "eval_batch_size",
                                   "distill_max_new_tokens"),
-                            ("lr", "weight_decay", "grad_clip"), ("max_train_examples",),
+                            ("lr", "weight_decay", "grad_clip"), ("max_train_examples", "patience"),
                             ("init", "objective", "distill_targets"), ("init_text", "teacher_prompt"))
         assert cfg.lr > 0 and cfg.weight_decay >= 0 and cfg.grad_clip > 0
 

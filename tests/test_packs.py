@@ -45,7 +45,9 @@ def _metrics(out):
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_pack_matches_tune_alone(tiny_llama, tmp_path):
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gemma"])  # Gemma: sliding window, scaled embeddings
+def test_pack_matches_tune_alone(model, tmp_path, request):
+    tiny_llama = request.getfixturevalue(model)
     jobs = _jobs(tmp_path / "pack")
     outcomes = tune_many(tiny_llama, jobs, pack=3, progress=False)
     assert all(o.error is None and o.result is not None for o in outcomes)

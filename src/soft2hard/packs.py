@@ -194,14 +194,24 @@ def _finish(lm: LanguageModel, slots: list[_Slot]) -> list[TuningResult]:
 
 def tune_many(lm: LanguageModel, jobs: Sequence[TuningJob], pack: int = 8, resume: bool = True,
               overwrite: bool = False, journal: Path | None = None, progress: bool = True,
-              on_outcome: Callable[[JobOutcome], None] | None = None) -> list[JobOutcome]:
+              on_outcome: Callable[[JobOutcome], None] | None = None, attention: str | None = "auto"
+              ) -> list[JobOutcome]:
     """Train every job, up to ``pack`` at a time in shared passes; returns one outcome per job, in order.
 
     Jobs whose run folder holds a finished run are skipped (``resume``); a job that fails (its task does not load,
     a target tokenizes to nothing, ...) is reported in its outcome and the others go on. Jobs train together only
     if they share ``n_tokens``; others wait until the pack empties. ``journal`` (a JSON file) makes resumption
-    bit-identical; ``on_outcome`` is called as each job ends.
+    bit-identical; ``on_outcome`` is called as each job ends. ``attention``: the attention implementation while
+    training ("auto": eager on a CPU, where it is the faster one for short rows; the model's own elsewhere).
     """
+    if attention == "auto":
+        attention = "eager" if lm.device.type == "cpu" else None
+    with lm.attention(attention):
+        return _tune_many(lm, jobs, pack, resume, overwrite, journal, progress, on_outcome)
+
+
+def _tune_many(lm: LanguageModel, jobs: Sequence[TuningJob], pack: int, resume: bool, overwrite: bool,
+               journal: Path | None, progress: bool, on_outcome) -> list[JobOutcome]:
     if pack < 1:
         raise Soft2HardError(f"pack size must be >= 1, got {pack}")
     jobs = list(jobs)

@@ -248,13 +248,15 @@ class _Runner:
         return [(a[0], o.error) for a, o in zip(specs, outcomes)]
 
 
-def pack_units(jobs: list[tuple[planning.PlannedTask, int]], pack: int) -> list[list[tuple[planning.PlannedTask, int]]]:
-    """Fixed units of work, cut from the job order per split, independent of what is finished (so a resumed
-    unit holds the same jobs and replays its packs exactly)."""
-    size = pack * PACK_UNIT
+def pack_units(jobs: list[tuple[planning.PlannedTask, int]], pack: int, workers: int = 1
+               ) -> list[list[tuple[planning.PlannedTask, int]]]:
+    """Units of work, cut from the job order per split: at most ``pack * PACK_UNIT`` jobs, and small enough that
+    every worker gets one. They do not depend on what is finished, so a rerun of the same command gives a unit
+    the same jobs and its packs replay exactly."""
     units = []
     for split in sorted(SPLITS, key=lambda x: x == "train"):  # held-out units first
         part = [j for j in jobs if j[0].split == split]
+        size = max(1, min(pack * PACK_UNIT, -(-len(part) // max(1, workers))))
         units += [part[i:i + size] for i in range(0, len(part), size)]
     return units
 
@@ -310,7 +312,7 @@ def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, addres
     todo = set(pending)
     items: list[tuple[str, tuple, list[bool]]] = []  # (runner method, its arguments, which jobs this call counts)
     if pack > 1:
-        for unit in pack_units([j for j in ordered if j[0].teacher_prompt is None], pack):
+        for unit in pack_units([j for j in ordered if j[0].teacher_prompt is None], pack, workers):
             if not todo & set(unit):
                 continue
             if max_jobs is not None:  # a cut unit has its own journal (and replays only as cut)
