@@ -12,16 +12,18 @@ and turns any problem into a one-line :class:`Soft2HardError` naming the file an
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from soft2hard import atomic
-from soft2hard.dod.plan import DISTILLED_PREFIX
+from soft2hard.dod.plan import DISTILLED_PREFIX, heldout_leaks
 from soft2hard.errors import Soft2HardError
 from soft2hard.prompts import SoftPrompt, _read_safetensors
 
+logger = logging.getLogger(__name__)
 FORMAT, VERSION = "soft2hard-dod", 1
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "heldout")
@@ -168,6 +170,25 @@ class Manifest:
 
     def split(self, split: str, kind: str | None = None) -> list[TaskEntry]:
         return [t for t in self.tasks if t.split == split and (kind is None or t.kind == kind)]
+
+    def heldout_leaks(self) -> dict[str, str]:
+        """Held-out task name -> why it is not a clean held-out test (see :func:`soft2hard.dod.plan.heldout_leaks`:
+        its labels occur in training targets, or its current split group also holds training tasks)."""
+        return heldout_leaks(self.tasks)
+
+    def clean_heldout(self, kind: str | None = None) -> list[TaskEntry]:
+        """The held-out tasks (of ``kind``) that :meth:`heldout_leaks` does not list, in manifest order: what
+        held-out evaluation (``translator eval``, ``evaluate --tasks heldout``) runs on."""
+        leaks = self.heldout_leaks()
+        held = self.split("heldout", kind)
+        clean = [t for t in held if t.name not in leaks]
+        if len(clean) < len(held):
+            logger.warning("note: %d of %d held-out tasks are excluded because they leak into translator training "
+                           "(issue 19; scripts/leak_audit.py lists them):", len(held) - len(clean), len(held))
+            for t in held:
+                if t.name in leaks:
+                    logger.warning("  %s: %s", t.name, leaks[t.name])
+        return clean
 
     def resolve(self, entry: PromptEntry) -> Path:
         """The prompt's file, checked to lie inside the DoD folder (symlinks resolved)."""

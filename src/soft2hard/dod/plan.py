@@ -4,21 +4,24 @@ Three kinds (METHODS.md §4; issue 9 adds the third):
   general         BIG-bench tasks (one subtask per parent; every Natural-Instructions subtask) and the
                   generated ``gen/*`` tasks; the reference is the task's instruction/description.
   classification  word-category tasks (``cat/...``) whose reference is the label set. The 48 categories are
-                  split first: held-out label sets are drawn only from held-out categories, so no held-out label
-                  ever appears in a training task.
+                  split first: held-out label sets are drawn only from held-out categories, and a training task
+                  whose target text names a held-out label is dropped (:func:`drop_leaking_train_tasks`), so no
+                  held-out label ever appears in translator training.
   distilled       context distillation of each general task's reference instruction on that task's inputs
                   (teacher-forced on the teacher's own continuations, so no labels are used); the reference is
                   the compressed text itself, and the split follows the source task's. Extra instruction texts
                   (paraphrases, generated instructions: :func:`load_instructions`) are distilled the same way on
                   a planned general task's inputs, in that task's split.
-The split is by *group* (a BIG-bench parent task, a Natural-Instructions source dataset, a category set), so
-near-identical subtasks never straddle train and held-out. Everything is seeded.
+The split is by *group* (a BIG-bench parent task, a Natural-Instructions source dataset, a category set, a
+template family of ``gen/*`` tasks), so near-identical tasks never straddle train and held-out. Everything is
+seeded. :func:`heldout_leaks` finds held-out tasks of an existing plan or manifest that break either rule.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import re
 from dataclasses import asdict, dataclass, replace
@@ -29,6 +32,7 @@ from soft2hard.errors import Soft2HardError
 from soft2hard.tasks import bigbench, categories, generated
 from soft2hard.tasks.base import Task
 
+logger = logging.getLogger(__name__)
 KINDS = ("general", "classification", "distilled")
 DISTILLED_PREFIX = "distilled/"
 MAX_TARGET_CHARS = 100
@@ -70,7 +74,11 @@ def restrict_inputs(task: Task, max_input_chars: int | None, max_target_chars: i
 
 
 def _group_of(name: str) -> str:
+    """The split group of a general task: its BIG-bench parent, Natural-Instructions source dataset or (``gen/*``)
+    reference template family; any other task is a group of its own."""
     parts = name.split("/")
+    if name.startswith(generated.PREFIX) and name in generated.generated_names():
+        return generated.PREFIX + generated.family_of(name)
     if parts[0] != "bigbench":
         return name
     if parts[1] == "natural_instructions" and len(parts) > 2:
@@ -152,19 +160,100 @@ def plan_classification(seed: int = 0, train: int = 60, heldout: int = 30,
     return out
 
 
-def heldout_label_leaks(planned: list[PlannedTask]) -> list[str]:
-    """Held-out classification labels that also label some training task (must be empty)."""
-    seen = {label.lower() for t in planned if t.split == "train" and t.labels for label in t.labels}
-    return sorted({label for t in planned if t.split == "heldout" and t.kind == "classification"
-                   for label in (t.labels or ()) if label.lower() in seen})
+def mentions(text: str, word: str) -> bool:
+    """Whether ``text`` contains ``word`` as a whole word, or its plural in -s/-es (case-insensitive): "Identify
+    the language" and "language models" mention ``language``; "languages" does too; "multilingual" does not."""
+    return re.search(rf"(?<!\w){re.escape(word)}(?:e?s)?(?!\w)", text, flags=re.IGNORECASE) is not None
+
+
+def _target_texts(task) -> tuple[str, ...]:
+    """What translator training shows of a task: its reference (and a distilled prompt's teacher text) and its
+    label words. Works on planned tasks and manifest entries alike."""
+    texts = (task.reference, getattr(task, "teacher_prompt", None), *(task.labels or ()))
+    return tuple(t for t in texts if t)
+
+
+def _heldout_labels(tasks) -> list[str]:
+    return sorted({label for t in tasks if t.split == "heldout" and t.kind == "classification"
+                   for label in (t.labels or ())})
+
+
+def label_leaks(tasks) -> dict[str, list[str]]:
+    """Held-out classification label -> the training tasks whose target texts mention it."""
+    train = [t for t in tasks if t.split == "train"]
+    found: dict[str, list[str]] = {}
+    for label in _heldout_labels(tasks):
+        hits = [t.name for t in train if any(mentions(text, label) for text in _target_texts(t))]
+        if hits:
+            found[label] = hits
+    return found
+
+
+def heldout_label_leaks(planned) -> list[str]:
+    """Held-out classification labels that some training task's target text mentions (must be empty).
+
+    A target text is anything translator training emits for a training task of any kind: its reference (the
+    instruction of a general task, the label set of a classification task, a distilled prompt's compressed text)
+    and its label words; a mention is a whole-word, case-insensitive match of the label or its plural
+    (:func:`mentions`). So the label "language" leaks through the general reference "Identify the language a
+    given sentence is written in.", not only through a training label set that contains it."""
+    return sorted(label_leaks(planned))
 
 
 def drop_leaking_train_tasks(planned: list[PlannedTask]) -> list[PlannedTask]:
-    """Remove training tasks whose labels name a held-out classification label (e.g. gen/fruit_or_animal
-    when 'fruit' is a held-out category)."""
-    held = {label.lower() for t in planned if t.split == "heldout" and t.kind == "classification"
-            for label in (t.labels or ())}
-    return [t for t in planned if not (t.split == "train" and t.labels and held & {x.lower() for x in t.labels})]
+    """Remove every training task whose target text mentions a held-out classification label (e.g.
+    gen/fruit_or_animal when 'fruit' is a held-out category, bigbench/language_identification when 'language'
+    is), so that :func:`heldout_label_leaks` of the result is empty.
+
+    The training task goes, not the held-out label set: the held-out categories are the experiment (labels the
+    translator has never been trained to emit), drawn before any general task is looked at, and dropping the
+    label sets that contain a category would thin out or empty the held-out set, while the training side has
+    many interchangeable tasks. A distilled prompt of a dropped general task goes with it (same reference)."""
+    leaking = {name for names in label_leaks(planned).values() for name in names}
+    return [t for t in planned if not (t.split == "train" and t.name in leaking)]
+
+
+def heldout_leaks(tasks) -> dict[str, str]:
+    """Held-out tasks of a plan or manifest (:class:`PlannedTask` or manifest ``TaskEntry`` objects) that are not
+    clean held-out tests of the translator, each with the reason. Empty for a plan made now, except an explicit
+    plan whose ``gen/*`` tasks had to be split task by task (:func:`plan_explicit`):
+
+    - a classification task whose label words some training target text mentions (:func:`heldout_label_leaks`);
+    - a task whose split group under the current grouping (:func:`_group_of`; e.g. a ``gen/*`` template family)
+      also holds a training task. Plans made before a grouping rule existed keep their stored groups, so this
+      recomputes the group from the task (a distilled prompt: from the task whose inputs it was tuned on).
+    """
+    tasks = list(tasks)
+
+    def group(t) -> str:
+        if t.kind == "classification":
+            return t.group
+        return _group_of(getattr(t, "inputs", None) or t.name.removeprefix(DISTILLED_PREFIX))
+
+    by_label = label_leaks(tasks)
+    train_groups: dict[str, list[str]] = {}
+    for t in tasks:
+        if t.split == "train":
+            train_groups.setdefault(group(t), []).append(t.name)
+    reasons: dict[str, str] = {}
+    for t in tasks:
+        if t.split != "heldout":
+            continue
+        why = []
+        labels = [x for x in (t.labels or ()) if t.kind == "classification" and x in by_label]
+        if labels:
+            why.append("labels " + "; ".join(f"{x!r} in the training targets of {', '.join(_short(by_label[x]))}"
+                                             for x in labels))
+        g = group(t)
+        if g in train_groups:
+            why.append(f"group {g!r} also holds training tasks {', '.join(_short(train_groups[g]))}")
+        if why:
+            reasons[t.name] = "; ".join(why)
+    return reasons
+
+
+def _short(names: list[str], n: int = 3) -> list[str]:
+    return names[:n] + ([f"... ({len(names) - n} more)"] if len(names) > n else [])
 
 
 def plan_explicit(names: list[str], cache_dir: Path, seed: int = 0, heldout: int = 1) -> list[PlannedTask]:
@@ -182,7 +271,15 @@ def plan_explicit(names: list[str], cache_dir: Path, seed: int = 0, heldout: int
             planned.append(PlannedTask(task.name, "general", _group_of(task.name), "train", reference, source,
                                        task.labels))
     if len({t.group for t in planned}) <= heldout:
-        raise Soft2HardError(f"{len(planned)} tasks cannot leave {heldout} held out and some for training")
+        # too few template families among the named gen/* tasks: split them one by one, and say so
+        per_task = [replace(t, group=t.name) if t.name.startswith(generated.PREFIX) else t for t in planned]
+        if len({t.group for t in per_task}) <= heldout:
+            raise Soft2HardError(f"{len(planned)} tasks cannot leave {heldout} held out and some for training")
+        logger.warning("warning: the named gen/* tasks share template families (%s), which cannot all stay on "
+                       "one side of a split that holds out %d group(s): splitting them task by task, so held-out "
+                       "and training references may be near-copies", ", ".join(sorted({t.group for t in planned
+                       if t.name.startswith(generated.PREFIX)})), heldout)
+        planned = per_task
     return split_groups(planned, heldout, seed, "explicit")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,11 +11,14 @@ from soft2hard.evaluation.source import EvalTask
 from soft2hard.models import canonical_model_name
 from soft2hard.tasks import get_task
 
+logger = logging.getLogger(__name__)
 SPLIT_WORDS = ("heldout", "train", "all")
 
 
 def from_dod(dod: Path, names: list[str], cache_dir: Path, max_tasks: int | None = None) -> tuple[str, list[EvalTask]]:
-    """The DoD's best prompt (first seed) of each named task; ``heldout`` / ``train`` / ``all`` select a split.
+    """The DoD's best prompt (first seed) of each named task; ``heldout`` / ``train`` / ``all`` select a split
+    (``heldout``: the clean held-out tasks, :meth:`Manifest.clean_heldout`, leaving out those that leak into
+    translator training with a logged note; a leaking held-out task named explicitly is kept, with a warning).
 
     Each task is restricted exactly as the DoD build restricted it, and split with the prompt's seed, so the
     test examples are ones the prompt never trained on. Returns (the DoD's source model, items)."""
@@ -24,11 +28,18 @@ def from_dod(dod: Path, names: list[str], cache_dir: Path, max_tasks: int | None
     manifest = Manifest.load(dod)
     by_name = {t.name: t for t in manifest.tasks}
     chosen = []
+    leaks = None
     for name in names:
-        if name in SPLIT_WORDS:
+        if name == "heldout":
+            chosen += manifest.clean_heldout()
+        elif name in SPLIT_WORDS:
             chosen += [t for t in manifest.tasks if name == "all" or t.split == name]
         elif name in by_name:
             chosen.append(by_name[name])
+            leaks = manifest.heldout_leaks() if leaks is None else leaks
+            if name in leaks:
+                logger.warning("warning: held-out task %s leaks into translator training (%s): its translator "
+                               "text is no held-out result", name, leaks[name])
         else:
             close = [n for n in by_name if name.lower() in n.lower()][:3]
             raise Soft2HardError(f"{manifest.root}: no task {name!r} in this DoD"

@@ -1,6 +1,8 @@
 """Held-out evaluation of interpreters on a DoD: projection, InSPEcT (label-free and ORACLE), translator.
 
-Each held-out task contributes its best prompt (first seed). Every method's text is scored against the task's
+Each clean held-out task contributes its best prompt (first seed); held-out tasks that leak into training
+(:meth:`Manifest.clean_heldout`: labels named in training references, a template family shared with training
+tasks) are left out with a logged note. Every method's text is scored against the task's
 reference with ROUGE-L and MiniLM cosine; for classification tasks also class rate, label precision and F1
 (candidates: every label of the DoD, so naming a wrong category costs precision). Oracle InSPEcT picks, per
 prompt, the layer pair whose text scores best against the reference (ROUGE-L, or class rate for classifiers):
@@ -41,14 +43,14 @@ def evaluate_translator(manifest, translator_dir: Path | None, cache_dir: Path, 
                         oracle_layers: str = "1-29:4", max_tasks: int | None = None, progress: bool = True,
                         methods: tuple[str, ...] = METHODS, profile_path: Path | None = None,
                         dtype: str = "float32", amp: str = "none") -> tuple[list[dict], dict]:
-    """Rows (task x method) and a summary (kind x method -> mean, std) over the held-out tasks."""
+    """Rows (task x method) and a summary (kind x method -> mean, std) over the clean held-out tasks."""
     from soft2hard.models import load_model
 
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
         raise Soft2HardError(f"methods: unknown {', '.join(unknown) or '(none given)'}; choose from "
                              f"{', '.join(METHODS)}")
-    tasks = manifest.split("heldout")[:max_tasks]
+    tasks = manifest.clean_heldout()[:max_tasks]  # leaking held-out tasks are no held-out test (issue 19)
     plain = load_model(manifest.model, device=device, dtype=dtype, cache_dir=cache_dir, amp=amp)
     translator = None
     if "translator" in methods:

@@ -151,35 +151,56 @@ class _Spec:
     description: str
     build: Callable[[random.Random], list[Example]]
     labels: tuple[str, ...] | None = None
+    family: str | None = None  # the reference template shared with other tasks (None: a template of its own)
 
+
+# Template families: tasks whose descriptions share one template ("Say whether the given word/number ...") are
+# near-copies as translator references, so the DoD split keeps each family on one side (plan._group_of).
+# tests/test_leaks.py checks that any two descriptions with ROUGE-L >= 0.5 share a family.
+_OUTPUT_OF = "output_the_x_of_the_given"  # "Output the <part> of the given <word>."
+_SAY_WHETHER = "say_whether"  # "Say whether the given <word/number> <is a or b>."
+_YES_IF = "answer_yes_if"  # "Answer yes if the given <x> <test>, otherwise answer no."
 
 _SPECS: dict[str, _Spec] = {
-    "first_letter": _Spec("Output the first letter of the given word.", _first_letter),
-    "last_letter": _Spec("Output the last letter of the given word.", _last_letter),
+    "first_letter": _Spec("Output the first letter of the given word.", _first_letter, family=_OUTPUT_OF),
+    "last_letter": _Spec("Output the last letter of the given word.", _last_letter, family=_OUTPUT_OF),
     "uppercase": _Spec("Rewrite the given word in capital (upper-case) letters.", _uppercase),
-    "word_length": _Spec("Output the number of letters in the given word.", _word_length),
+    "word_length": _Spec("Output the number of letters in the given word.", _word_length, family=_OUTPUT_OF),
     "reverse_word": _Spec("Spell the given word backwards: write its letters in reverse order.", _reverse_word),
-    "plural": _Spec("Output the plural form of the given English noun.", _plural),
-    "antonym": _Spec("Output the opposite (antonym) of the given word.", _antonym),
+    "plural": _Spec("Output the plural form of the given English noun.", _plural, family=_OUTPUT_OF),
+    "antonym": _Spec("Output the opposite (antonym) of the given word.", _antonym, family=_OUTPUT_OF),
     "larger_number": _Spec("Given two numbers, output the larger of the two.", _larger_number),
     "sum_two_numbers": _Spec("Add the two given numbers and output their sum.", _sum_two_numbers),
     "next_number": _Spec("Output the number that comes right after the given number (add one).", _next_number),
-    "number_parity": _Spec("Say whether the given number is even or odd.", _number_parity, ("even", "odd")),
+    "number_parity": _Spec("Say whether the given number is even or odd.", _number_parity, ("even", "odd"),
+                           family=_SAY_WHETHER),
     "starts_with_vowel": _Spec(
         "Answer yes if the given word starts with a vowel (a, e, i, o or u), otherwise answer no.",
-        _starts_with_vowel, ("no", "yes")),
+        _starts_with_vowel, ("no", "yes"), family=_YES_IF),
     "fruit_or_animal": _Spec("Say whether the given word names a fruit or an animal.", _fruit_or_animal,
-                             ("animal", "fruit")),
+                             ("animal", "fruit"), family=_SAY_WHETHER),
     "word_sentiment": _Spec("Say whether the given word has a positive or a negative meaning.", _word_sentiment,
-                            ("negative", "positive")),
+                            ("negative", "positive"), family=_SAY_WHETHER),
     "greater_than_50": _Spec("Answer yes if the given number is greater than 50, otherwise answer no.",
-                             _greater_than_50, ("no", "yes")),
+                             _greater_than_50, ("no", "yes"), family=_YES_IF),
 }
 
 
 def generated_names() -> list[str]:
     """Registry names of all generated tasks, e.g. ``gen/first_letter``."""
     return [PREFIX + key for key in _SPECS]
+
+
+def family_of(name: str) -> str:
+    """The template family of ``gen/<key>`` (the key itself for a task with a template of its own).
+
+    Raises:
+        Soft2HardError: ``name`` is not a generated task.
+    """
+    spec = _SPECS.get(name.removeprefix(PREFIX))
+    if spec is None or not name.startswith(PREFIX):
+        raise Soft2HardError(f"unknown generated task {name!r}; generated tasks are: {', '.join(generated_names())}")
+    return spec.family or name.removeprefix(PREFIX)
 
 
 @cache
@@ -198,5 +219,5 @@ def load_generated(name: str) -> Task:
         examples=examples,
         labels=spec.labels,
         description_source="description",
-        metadata={"generator": key},
+        metadata={"generator": key, "family": spec.family or key},
     )
