@@ -35,7 +35,7 @@ PARSERS = dict(_parsers(build_parser()))
 # every command that takes --model, and the two that load the model their DoD names
 MODEL_COMMANDS = sorted({p for p, sub in PARSERS.items() if "--model" in _options(sub)}
                         | {("translator", "train"), ("translator", "eval")})
-NOT_YET = {("dod", "build"): "BuildConfig has no device/dtype fields yet (dod/build.py; reported to the lead)"}
+NOT_YET: dict = {}  # commands that cannot honour an option yet (none now)
 
 
 def test_the_model_commands_are_found():

@@ -154,3 +154,47 @@ def test_bad_pack_arguments(tiny_llama, tmp_path):
         tune_many(tiny_llama, twice, progress=False)
     distill = [TuningJob(_tasks()[0], _cfg(objective="distill", teacher_prompt="Say it."), tmp_path / "d")]
     assert "alone" in tune_many(tiny_llama, distill, progress=False)[0].error
+
+
+def test_tune_many_cli_runs_every_task_and_seed(tiny_llama_dir, tmp_path, capsys):
+    from soft2hard.cli import main
+
+    out = tmp_path / "many"
+    args = ["tune-many", "--model", str(tiny_llama_dir), "--tasks", "gen/first_letter,gen/starts_with_vowel",
+            "--seeds", "0,1", "--pack", "3", "--tokens", "3", "--steps", "4", "--eval-every", "2",
+            "--batch-size", "4", "--out", str(out), "--quiet", "--json"]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["run"] for r in rows] == ["gen/first_letter@seed0", "gen/first_letter@seed1",
+                                        "gen/starts_with_vowel@seed0", "gen/starts_with_vowel@seed1"]
+    assert all(r["error"] is None and 0 <= r["test_score"] <= 1 for r in rows)
+    assert (out / "gen__starts_with_vowel" / "seed1" / "adapter_model.safetensors").is_file()
+    assert main(args) == 2  # an existing folder needs --resume or --overwrite
+    assert "--resume" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 0
+    assert main(["tune-many", "--model", str(tiny_llama_dir), "--tasks", "gen/no_such_task", "--out",
+                 str(out)]) == 2
+    assert "no_such_task" in capsys.readouterr().err
+
+
+def test_a_worker_that_cannot_see_the_build_folder_says_so(tmp_path):
+    from soft2hard.dod.build import _Runner
+
+    with pytest.raises(Soft2HardError, match="shared filesystem"):
+        _Runner("smollm2-135m", str(tmp_path), "none", None, root=str(tmp_path / "elsewhere"))
+
+
+def test_interrupted_while_finishing_resumes_and_finishes(tiny_llama, tmp_path, monkeypatch):
+    from tests.conftest import interrupt_on_call
+
+    ref = _jobs(tmp_path / "ref")
+    tune_many(tiny_llama, ref, pack=3, journal=tmp_path / "ref.json", progress=False)
+    jobs = _jobs(tmp_path / "run")
+    interrupt_on_call(monkeypatch, packs, "finish_run", call=2)  # the pack is at its last step, one job written
+    with pytest.raises(KeyboardInterrupt):
+        tune_many(tiny_llama, jobs, pack=3, journal=tmp_path / "run.json", progress=False)
+    monkeypatch.undo()
+    outcomes = tune_many(tiny_llama, jobs, pack=3, journal=tmp_path / "run.json", progress=False)
+    assert all(o.error is None for o in outcomes)
+    for a, b in zip(ref, jobs):
+        assert (a.out / "adapter_model.safetensors").read_bytes() == (b.out / "adapter_model.safetensors").read_bytes()

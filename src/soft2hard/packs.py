@@ -295,6 +295,8 @@ def _tune_many(lm: LanguageModel, jobs: Sequence[TuningJob], pack: int, resume: 
             continue
         # 3. one step for the whole pack
         running = [s for _, s in active if not s.done]
+        if not running:  # resumed at their last step: they finish at the top of the loop
+            continue
         t0 = time.time()
         try:
             _step(lm, running)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from soft2hard.cli import bias, dod, evaluate, interpret, optimize, report, translator
 from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args, model_kwargs
+from soft2hard.dod import DEFAULT_PACK
 from soft2hard.errors import Soft2HardError
 
 logger = logging.getLogger("soft2hard")
@@ -79,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--tasks", required=True, help="comma-separated task names or JSONL/CSV files")
     many.add_argument("--seeds", default="0", help="comma-separated seeds, one prompt per (task, seed) (default 0)")
     many.add_argument("--out", type=Path, required=True, help="folder of run directories")
-    many.add_argument("--pack", type=int, default=8, help="prompts trained per model pass (default 8)")
+    many.add_argument("--pack", type=int, default=DEFAULT_PACK,
+                      help=f"prompts trained per model pass (default {DEFAULT_PACK})")
     _add_tuning_args(many, seed=False)
     many.add_argument("--resume", action="store_true", help="continue: finished runs are kept, others resume")
     many.add_argument("--overwrite", action="store_true", help="delete the existing runs first")

@@ -23,8 +23,7 @@ def add_parsers(sub) -> None:
     dsub = dod.add_subparsers(dest="dod_command", metavar="ACTION", parser_class=Parser)
     b = dsub.add_parser("build", help="train soft prompts for many tasks (Ray fan-out; rerun to resume)")
     b.add_argument("--out", type=Path, required=True, help="build folder (plan, runs, manifest.json)")
-    # BuildConfig carries no device or dtype yet (its workers load on device auto, float32): only --amp for now
-    add_model_args(b, model_help="source model (built-in name, directory or HF id)", amp="bfloat16", options=("amp",))
+    add_model_args(b, model_help="source model (built-in name, directory or HF id)", amp="bfloat16")
     b.add_argument("--kinds", default="general,classification", help="comma-separated: general, classification, distilled (instructions compressed by context distillation)")
     b.add_argument("--tasks", default=None, help="explicit comma-separated task names instead of the planned families")
     b.add_argument("--instructions", type=Path, default=None,
@@ -42,6 +41,8 @@ def add_parsers(sub) -> None:
     b.add_argument("--eval-every", type=int, default=20, help="checkpoint (a DoD prompt) every N steps")
     b.add_argument("--lr", type=float, default=3e-2)
     b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--patience", type=int, default=None,
+                   help="stop a prompt early after N validations without a better score (default: never)")
     b.add_argument("--max-test-examples", type=int, default=40, help="test examples scored per prompt")
     b.add_argument("--workers", type=int, default=1, help="Ray workers (0: no Ray, in this process)")
     b.add_argument("--address", default=None, help="existing Ray cluster address (default: start a local one); "
@@ -72,6 +73,8 @@ def cmd_dod(args) -> None:
         tuning = {"n_tokens": args.tokens, "steps": args.steps, "eval_every": args.eval_every, "lr": args.lr,
                   "batch_size": args.batch_size, "max_eval_examples": 16,
                   "max_test_examples": args.max_test_examples, "init": "vocab"}
+        if args.patience is not None:  # only when given: builds planned without it resume unchanged
+            tuning["patience"] = args.patience
         cfg = BuildConfig(model=args.model, kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
                           seeds=int_list(args.seeds), split_seed=args.split_seed,
                           general_heldout=args.general_heldout, general_max_tasks=args.max_tasks,
@@ -84,7 +87,7 @@ def cmd_dod(args) -> None:
             raise Soft2HardError("--workers must be >= 0")
         manifest = build(args.out, cfg, cache_dir(args), workers=args.workers, address=args.address,
                          progress=not args.quiet, max_jobs=args.max_jobs, only_split=args.only_split,
-                         pack=args.pack)
+                         pack=args.pack, device=args.device, dtype=args.dtype)
         n = sum(len(t.prompts) for t in manifest.tasks)
         print(f"{args.out}/manifest.json: {len(manifest.tasks)} tasks, {n} prompts")
         return

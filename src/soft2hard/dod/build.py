@@ -201,12 +201,13 @@ class _Runner:
     """Tunes DoD prompts with a model loaded once (used in-process and as a Ray actor): one run at a time
     (:meth:`run`) or a unit of jobs in packs (:meth:`run_pack`)."""
 
-    def __init__(self, model: str, cache_dir: str, amp: str, threads: int | None, root: str | None = None) -> None:
+    def __init__(self, model: str, cache_dir: str, amp: str, threads: int | None, root: str | None = None,
+                 device: str = "auto", dtype: str = "float32") -> None:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        self.model, self.cache_dir, self.amp = model, Path(cache_dir), amp
+        self.model, self.cache_dir, self.amp, self.device, self.dtype = model, Path(cache_dir), amp, device, dtype
         if root is not None and not (Path(root) / PLAN_NAME).is_file():
             raise Soft2HardError(f"worker on {socket.gethostname()} cannot see {Path(root) / PLAN_NAME}: a "
                                  "multi-node Ray cluster needs the build folder on a shared filesystem, mounted at "
@@ -217,7 +218,8 @@ class _Runner:
         from soft2hard.models import load_model
 
         if self.lm is None:
-            self.lm = load_model(self.model, device="auto", cache_dir=self.cache_dir, amp=self.amp)
+            self.lm = load_model(self.model, device=self.device, dtype=self.dtype, cache_dir=self.cache_dir,
+                                 amp=self.amp)
         return self.lm
 
     def _task(self, task_name: str, max_input_chars: int | None, inputs: str | None):
@@ -268,7 +270,7 @@ def _journal_path(out: Path, unit: list[tuple[planning.PlannedTask, int]], pack:
 
 def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, address: str | None = None,
           progress: bool = True, max_jobs: int | None = None, only_split: str | None = None,
-          pack: int = DEFAULT_PACK) -> Manifest:
+          pack: int = DEFAULT_PACK, device: str = "auto", dtype: str = "float32") -> Manifest:
     """Plan (or reload the plan), run every unfinished (task, seed) job, keep manifest.json current.
 
     Args:
@@ -277,6 +279,8 @@ def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, addres
         max_jobs: stop after this many jobs (for timing and for tests of resumption).
         only_split: run only the unfinished jobs of this split now (a later call does the rest).
         pack: prompts trained per model pass (1: one ``tune`` run per job, as before packs).
+        device, dtype: where and in which weight dtype the workers load the model (how, not what, is built:
+            like ``workers`` and ``pack`` they are not part of the stored plan).
     """
     if not isinstance(pack, int) or isinstance(pack, bool) or pack < 1:
         raise Soft2HardError(f"--pack must be a positive integer, got {pack!r}")
@@ -334,14 +338,14 @@ def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, addres
         write_manifest(out, cfg, planned)
 
     if workers == 0:
-        runner = _Runner(cfg.model, str(cache_dir), cfg.amp, None)
+        runner = _Runner(cfg.model, str(cache_dir), cfg.amp, None, device=device, dtype=dtype)
         for item in items:
             try:
                 item_done(item, getattr(runner, item[0])(*item[1]))
             except Soft2HardError as err:
                 item_done(item, None, str(err))
     else:
-        _run_with_ray(items, cfg, cache_dir, workers, address, item_done, out)
+        _run_with_ray(items, cfg, cache_dir, workers, address, item_done, out, device, dtype)
     bar.close()
     manifest = write_manifest(out, cfg, planned)
     logger.info("built %d runs in %.0f s", len(pending) - len(failures), time.time() - t0)
@@ -351,7 +355,7 @@ def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, addres
 
 
 def _run_with_ray(items: list[tuple], cfg: BuildConfig, cache_dir: Path, workers: int, address: str | None,
-                  item_done, out: Path) -> None:
+                  item_done, out: Path, device: str, dtype: str) -> None:
     try:
         import ray
     except ImportError:
@@ -367,7 +371,7 @@ def _run_with_ray(items: list[tuple], cfg: BuildConfig, cache_dir: Path, workers
             ray.init(num_cpus=max(workers, os.cpu_count() or 1), **init)
     threads = max(1, (os.cpu_count() or 1) // workers) if not address else None
     actor = ray.remote(num_cpus=1)(_Runner)
-    pool = [actor.remote(cfg.model, str(cache_dir), cfg.amp, threads, str(Path(out).resolve()))
+    pool = [actor.remote(cfg.model, str(cache_dir), cfg.amp, threads, str(Path(out).resolve()), device, dtype)
             for _ in range(min(workers, len(items)))]
     queue = list(items)
     running: dict = {}
