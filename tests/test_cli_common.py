@@ -95,7 +95,7 @@ def test_info_model_takes_the_model_options(tmp_path, recorded_loads):
 def test_translator_eval_takes_the_model_options(tmp_path, monkeypatch, recorded_loads):
     import soft2hard.dod.manifest
 
-    manifest = types.SimpleNamespace(model="some/model", tasks=[], split=lambda name: [])
+    manifest = types.SimpleNamespace(model="some/model", tasks=[], split=lambda name: [], clean_heldout=lambda: [])
     monkeypatch.setattr(soft2hard.dod.manifest.Manifest, "load", staticmethod(lambda path: manifest))
     with pytest.raises(Loaded):
         main(["translator", "eval", "--dod", str(tmp_path), "--out", str(tmp_path / "r"), *OPTS])
