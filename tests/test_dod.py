@@ -263,7 +263,7 @@ def test_bad_instruction_files_are_one_line_errors(tmp_path, tiny_llama_dir, cac
     path.write_text(content)
     proc = subprocess.run([sys.executable, "-m", "soft2hard.cli", "--cache-dir", str(cache_dir), "dod", "build",
                            "--out", str(tmp_path / "d"), "--model", str(tiny_llama_dir), "--tasks",
-                           "gen/plural,gen/first_letter", "--general-heldout", "1", "--kinds", "general,distilled",
+                           "gen/plural,gen/number_parity", "--general-heldout", "1", "--kinds", "general,distilled",
                            "--instructions", str(path), "--workers", "0", "--quiet"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and message in proc.stderr
