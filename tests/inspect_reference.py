@@ -6,11 +6,17 @@ Per (source s, target t) pair: a fresh source pass caches block s's output at th
 greedy decoding without a KV cache re-runs the whole sequence at every step, with a forward hook on block t that
 overwrites its output at the n placeholder positions with those states each time (the official loop, minus its
 bugs: the stop rule fires here).
+
+``generate_inspect`` is the KV-cached version a user would write with transformers' own ``generate``: the same
+per-pair source pass, then cached greedy decoding with the hook on block t overwriting the placeholders in the
+prefill only (later steps only append one position; the placeholders' cached keys and values are already
+patched). It is the fair per-pair baseline of bench/inspect.py.
 """
 
 import random
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 STOPS = ("\n", "|")
 
@@ -106,6 +112,50 @@ def reference_inspect(lm, prompt, cfg, pair, patch: bool = True) -> str:
         if any(stop in tokenizer.decode(generated, skip_special_tokens=True) for stop in STOPS):
             break
     text = tokenizer.decode(generated, skip_special_tokens=True)
+    for stop in STOPS:
+        text = text.split(stop)[0]
+    return text.strip()
+
+
+class _StopStrings(StoppingCriteria):
+    """Stop a row once its new tokens decode to text containing a stop string (the loop above's rule)."""
+
+    def __init__(self, tokenizer, start: int) -> None:
+        self.tokenizer, self.start = tokenizer, start
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
+        done = [any(stop in self.tokenizer.decode(row[self.start:], skip_special_tokens=True) for stop in STOPS)
+                for row in input_ids]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+@torch.no_grad()
+def generate_inspect(lm, prompt, cfg, pair) -> str:
+    """The description from ``pair`` by ``model.generate`` (KV-cached greedy decoding) with a patch hook."""
+    model, tokenizer = lm.model, lm.tokenizer
+    s, t = pair
+    states = source_states(model, tokenizer, prompt, s, cfg.inject)  # (n, D), one source pass per pair
+    n = states.shape[0]
+    ids, start = inspection_ids(tokenizer, cfg, n)
+
+    def overwrite(mod, args, output):
+        hidden = hidden_of(output)
+        if hidden.shape[1] < start + n:  # a decoding step (one new position): nothing to patch
+            return None
+        hidden = hidden.clone()
+        hidden[0, start:start + n] = states.to(hidden.dtype)
+        return with_hidden(output, hidden)
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    handle = blocks(model)[t].register_forward_hook(overwrite)
+    try:
+        out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=cfg.max_new_tokens, do_sample=False, num_beams=1,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=pad, use_cache=True,
+                             stopping_criteria=StoppingCriteriaList([_StopStrings(tokenizer, len(ids))]))
+    finally:
+        handle.remove()
+    text = tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
     for stop in STOPS:
         text = text.split(stop)[0]
     return text.strip()

@@ -14,7 +14,7 @@ from soft2hard.interpret.inspection import (
 )
 from soft2hard.interpret.projection import project
 
-from .inspect_reference import reference_inspect, reference_logprob
+from .inspect_reference import generate_inspect, reference_inspect, reference_logprob
 
 
 def _hook_count(model):
@@ -33,6 +33,8 @@ def test_batched_grid_equals_reference(request, which, inject):
     assert len(fast) == 4 and _hook_count(lm.model) == before
     for d in fast:
         assert d.text == reference_inspect(lm, prompt, cfg, d.layers), d.layers
+        assert d.text == generate_inspect(lm, prompt, cfg, d.layers), d.layers  # bench/inspect.py's baseline
+    assert _hook_count(lm.model) == before
 
 
 def test_source_states_match_output_hidden_states(tiny_llama):
@@ -95,7 +97,8 @@ def test_patching_changes_the_output(request, which):
     cfg = InspectConfig(source_layers=[1], target_layers=[0], max_new_tokens=8)
     fast = inspect_grid(lm, prompt, cfg)[0]
     unpatched = reference_inspect(lm, prompt, cfg, (1, 0), patch=False)
-    assert fast.text == reference_inspect(lm, prompt, cfg, (1, 0)) != unpatched
+    assert fast.text == reference_inspect(lm, prompt, cfg, (1, 0)) == generate_inspect(lm, prompt, cfg, (1, 0))
+    assert fast.text != unpatched
     (_, patched_lp), = continuation_logprobs(lm, prompt, cfg, ":", " fruit", pairs=[(1, 0)])
     assert abs(patched_lp - reference_logprob(lm, prompt, cfg, (1, 0), ":", " fruit", patch=False)) > 1e-5
 
@@ -132,6 +135,7 @@ def test_batched_grid_equals_reference_on_smollm2(smollm2):
     fast = inspect_grid(smollm2, prompt, cfg, pairs=pairs)
     for d in fast:
         assert d.text == reference_inspect(smollm2, prompt, cfg, d.layers), d.layers
+        assert d.text == generate_inspect(smollm2, prompt, cfg, d.layers), d.layers
 
 
 @pytest.mark.slow

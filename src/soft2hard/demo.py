@@ -28,7 +28,13 @@ DEMO_CONDITIONS = ("soft_prompt", "zero_shot", "few_shot", "reference", "project
 def run_demo(model: str = "smollm2-135m", task: str = "gen/plural", out: Path = Path("runs/demo"),
              steps: int = 100, seed: int = 0, device: str = "auto", dtype: str = "float32", amp: str = "none",
              cache_dir: Path | None = None, target: str = "gemma3-270m", max_examples: int = 30,
-             inspect_grid: str = "1-29:7", progress: bool = True) -> list[dict]:
+             inspect_grid: str | None = "1-29:7", progress: bool = True, translator: Path | None = None,
+             profile: Path | None = None) -> list[dict]:
+    """Run the demo into ``out``; returns the evaluation's rows.
+
+    ``translator`` / ``profile``: a translator folder and an InSPEcT profile to use instead of the ones shipped
+    for the built-in source model (they only fit SmolLM2's width; the tests run the demo on tiny models this
+    way). ``inspect_grid``: the report's layer grid, None for none."""
     start = time.time()
     out = Path(out)
     model = canonical_model_name(model)
@@ -46,7 +52,11 @@ def run_demo(model: str = "smollm2-135m", task: str = "gen/plural", out: Path = 
     shutil.rmtree(eval_dir, ignore_errors=True)
     item = EvalTask(task=the_task, reference=the_task.description, prompt=result.prompt.tensor, split_seed=seed,
                     origin=str(out / "prompt"))
-    source = SourceSide(model, cache_dir, device=device, dtype=dtype, amp=amp, progress=progress, lm=lm)
+    if translator is not None or profile is not None:
+        print(f"      interpreters not the shipped ones: translator {translator or 'shipped'}, "
+              f"InSPEcT profile {profile or 'shipped'}", flush=True)
+    source = SourceSide(model, cache_dir, device=device, dtype=dtype, amp=amp, progress=progress, lm=lm,
+                        translator_dir=translator, profile=profile)
     target_name = canonical_model_name(target)
 
     def make_target():
