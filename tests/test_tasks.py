@@ -220,7 +220,7 @@ def test_unknown_names_suggest_close_ones(tmp_path: Path) -> None:
 
 
 def test_unknown_source(tmp_path: Path) -> None:
-    with pytest.raises(Soft2HardError, match="generated, bigbench"):
+    with pytest.raises(Soft2HardError, match="generated, compositional, bigbench"):
         list_tasks("huggingface", cache_dir=tmp_path)
 
 

@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", help="list and inspect tasks (generated, BIG-bench, your files)")
     tsub = tasks.add_subparsers(dest="tasks_command", metavar="ACTION", parser_class=Parser)
     tl = tsub.add_parser("list", help="list tasks")
-    tl.add_argument("--source", default=None, choices=["generated", "bigbench"])
+    tl.add_argument("--source", default=None, choices=["generated", "compositional", "bigbench"])
     tl.add_argument("--json", action="store_true", help="print a JSON list")
     ts = tsub.add_parser("show", help="description, split sizes and 3 examples of a task")
     ts.add_argument("name", help="task name or path to a JSONL/CSV file")

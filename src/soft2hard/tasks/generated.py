@@ -22,7 +22,7 @@ N_EXAMPLES = 300
 PREFIX = "gen/"
 
 
-def _read_lines(filename: str) -> list[str]:
+def read_lines(filename: str) -> list[str]:
     """Non-blank, non-comment lines of a data file, de-duplicated, in file order."""
     path = DATA_DIR / filename
     seen: dict[str, None] = {}
@@ -33,25 +33,25 @@ def _read_lines(filename: str) -> list[str]:
     return list(seen)
 
 
-def _read_pairs(filename: str) -> list[tuple[str, str]]:
+def read_pairs(filename: str) -> list[tuple[str, str]]:
     pairs = []
-    for line in _read_lines(filename):
+    for line in read_lines(filename):
         parts = line.split()
         assert len(parts) == 2, f"{filename}: bad pair line {line!r}"
         pairs.append((parts[0], parts[1]))
     return pairs
 
 
-def _words() -> list[str]:
-    return _read_lines("words.txt")
+def word_list() -> list[str]:
+    return read_lines("words.txt")
 
 
-def _sample(rng: random.Random, items: list, n: int = N_EXAMPLES) -> list:
+def sample(rng: random.Random, items: list, n: int = N_EXAMPLES) -> list:
     """Up to ``n`` distinct items in a seeded random order."""
     return rng.sample(items, min(n, len(items)))
 
 
-def _balanced(rng: random.Random, groups: dict[str, list[str]], n: int = N_EXAMPLES) -> list[Example]:
+def balanced(rng: random.Random, groups: dict[str, list[str]], n: int = N_EXAMPLES) -> list[Example]:
     """Equal numbers of examples per label (as many as the smallest group allows, up to ``n`` in all)."""
     per_label = min(n // len(groups), *(len(v) for v in groups.values()))
     examples = [Example(item, label) for label, items in groups.items() for item in rng.sample(items, per_label)]
@@ -60,60 +60,60 @@ def _balanced(rng: random.Random, groups: dict[str, list[str]], n: int = N_EXAMP
 
 
 def _map(rng: random.Random, items: list[str], fn: Callable[[str], str]) -> list[Example]:
-    return [Example(x, fn(x)) for x in _sample(rng, items)]
+    return [Example(x, fn(x)) for x in sample(rng, items)]
 
 
 # --- generation tasks -----------------------------------------------------------------------------------
 
 
 def _first_letter(rng: random.Random) -> list[Example]:
-    return _map(rng, _words(), lambda w: w[0])
+    return _map(rng, word_list(), lambda w: w[0])
 
 
 def _last_letter(rng: random.Random) -> list[Example]:
-    return _map(rng, _words(), lambda w: w[-1])
+    return _map(rng, word_list(), lambda w: w[-1])
 
 
 def _uppercase(rng: random.Random) -> list[Example]:
-    return _map(rng, _words(), str.upper)
+    return _map(rng, word_list(), str.upper)
 
 
 def _word_length(rng: random.Random) -> list[Example]:
-    return _map(rng, _words(), lambda w: str(len(w)))
+    return _map(rng, word_list(), lambda w: str(len(w)))
 
 
 def _reverse_word(rng: random.Random) -> list[Example]:
-    short = [w for w in _words() if 3 <= len(w) <= 4 and w != w[::-1]]
+    short = [w for w in word_list() if 3 <= len(w) <= 4 and w != w[::-1]]
     return _map(rng, short, lambda w: w[::-1])
 
 
 def _plural(rng: random.Random) -> list[Example]:
-    pairs = _read_pairs("plurals.txt")
-    return [Example(s, p) for s, p in _sample(rng, pairs)]
+    pairs = read_pairs("plurals.txt")
+    return [Example(s, p) for s, p in sample(rng, pairs)]
 
 
 def _antonym(rng: random.Random) -> list[Example]:
     answers: dict[str, set[str]] = {}
-    for a, b in _read_pairs("antonyms.txt"):
+    for a, b in read_pairs("antonyms.txt"):
         answers.setdefault(a, set()).add(b)
         answers.setdefault(b, set()).add(a)
     # A word with two different opposites ("light": dark / heavy) would make the task ambiguous: drop it.
     unique = sorted((w, next(iter(t))) for w, t in answers.items() if len(t) == 1)
-    return [Example(w, t) for w, t in _sample(rng, unique)]
+    return [Example(w, t) for w, t in sample(rng, unique)]
 
 
 def _larger_number(rng: random.Random) -> list[Example]:
     pairs = [(a, b) for a in range(1, 100) for b in range(1, 100) if a != b]
-    return [Example(f"{a}, {b}", str(max(a, b))) for a, b in _sample(rng, pairs)]
+    return [Example(f"{a}, {b}", str(max(a, b))) for a, b in sample(rng, pairs)]
 
 
 def _sum_two_numbers(rng: random.Random) -> list[Example]:
     pairs = [(a, b) for a in range(1, 21) for b in range(1, 21)]
-    return [Example(f"{a}, {b}", str(a + b)) for a, b in _sample(rng, pairs)]
+    return [Example(f"{a}, {b}", str(a + b)) for a, b in sample(rng, pairs)]
 
 
 def _next_number(rng: random.Random) -> list[Example]:
-    return [Example(str(n), str(n + 1)) for n in _sample(rng, list(range(1000)))]
+    return [Example(str(n), str(n + 1)) for n in sample(rng, list(range(1000)))]
 
 
 # --- classification tasks -------------------------------------------------------------------------------
@@ -121,29 +121,29 @@ def _next_number(rng: random.Random) -> list[Example]:
 
 def _number_parity(rng: random.Random) -> list[Example]:
     numbers = [str(n) for n in range(1000)]
-    return _balanced(rng, {"even": numbers[0::2], "odd": numbers[1::2]})
+    return balanced(rng, {"even": numbers[0::2], "odd": numbers[1::2]})
 
 
 def _starts_with_vowel(rng: random.Random) -> list[Example]:
-    words = _words()
-    return _balanced(rng, {"yes": [w for w in words if w[0] in "aeiou"],
+    words = word_list()
+    return balanced(rng, {"yes": [w for w in words if w[0] in "aeiou"],
                            "no": [w for w in words if w[0] not in "aeiou"]})
 
 
 def _fruit_or_animal(rng: random.Random) -> list[Example]:
-    fruits, animals = _read_lines("fruits.txt"), _read_lines("animals.txt")
+    fruits, animals = read_lines("fruits.txt"), read_lines("animals.txt")
     assert not set(fruits) & set(animals)
-    return _balanced(rng, {"fruit": fruits, "animal": animals})
+    return balanced(rng, {"fruit": fruits, "animal": animals})
 
 
 def _word_sentiment(rng: random.Random) -> list[Example]:
-    positive, negative = _read_lines("positive_words.txt"), _read_lines("negative_words.txt")
+    positive, negative = read_lines("positive_words.txt"), read_lines("negative_words.txt")
     assert not set(positive) & set(negative)
-    return _balanced(rng, {"positive": positive, "negative": negative})
+    return balanced(rng, {"positive": positive, "negative": negative})
 
 
 def _greater_than_50(rng: random.Random) -> list[Example]:
-    return _balanced(rng, {"yes": [str(n) for n in range(51, 101)], "no": [str(n) for n in range(0, 50)]})
+    return balanced(rng, {"yes": [str(n) for n in range(51, 101)], "no": [str(n) for n in range(0, 50)]})
 
 
 @dataclass(frozen=True)

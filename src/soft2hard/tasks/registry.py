@@ -1,4 +1,5 @@
-"""Find tasks by name: ``gen/<name>``, ``bigbench/<task>[/<subtask>]``, or a path to a .jsonl/.csv file."""
+"""Find tasks by name: ``gen/<name>``, ``comp/<family>/<params>``, ``cat/<a>-<b>``, ``bigbench/<task>[/<subtask>]``,
+or a path to a .jsonl/.csv file."""
 
 from __future__ import annotations
 
@@ -7,13 +8,13 @@ import logging
 from pathlib import Path
 
 from soft2hard.errors import Soft2HardError
-from soft2hard.tasks import bigbench, categories, generated
+from soft2hard.tasks import bigbench, categories, compositional, generated
 from soft2hard.tasks.base import Task
 from soft2hard.tasks.files import SUPPORTED_SUFFIXES, load_task_file
 
 logger = logging.getLogger(__name__)
 
-SOURCES = ("generated", "bigbench")
+SOURCES = ("generated", "compositional", "bigbench")
 
 
 def default_cache_dir() -> Path:
@@ -36,6 +37,8 @@ def list_tasks(source: str | None = None, cache_dir: Path | None = None) -> list
     out: list[dict] = []
     if source in (None, "generated"):
         out.extend(generated.load_generated(name).summary() for name in generated.generated_names())
+    if source == "compositional":  # 1,000+ tasks: listed when asked for
+        out.extend(compositional.load_compositional(name).summary() for name in compositional.compositional_names())
     if source == "bigbench" or (source is None and bigbench.is_extracted(cache)):
         out.extend(_bigbench_summary(entry) for entry in bigbench.list_bigbench(cache))
     elif source is None:
@@ -78,6 +81,8 @@ def get_task(name_or_path: str, cache_dir: Path | None = None) -> Task:
         return generated.load_generated(name)
     if name.startswith(categories.PREFIX):
         return categories.load_category_task(name)
+    if name.startswith(compositional.PREFIX):
+        return compositional.load_compositional(name)
     if name.startswith(bigbench.PREFIX):
         index = bigbench.ensure_bigbench(cache)
         names = [entry["name"] for entry in index["tasks"]]
@@ -100,5 +105,5 @@ def get_task(name_or_path: str, cache_dir: Path | None = None) -> Task:
     close += [bare[m] for m in difflib.get_close_matches(name, list(bare), n=3, cutoff=0.6) if bare[m] not in close]
     if close:
         raise Soft2HardError(f"unknown task {name!r}; did you mean {' or '.join(repr(c) for c in close[:3])}?")
-    raise Soft2HardError(f"unknown task {name!r}; use gen/<name>, cat/<category>-<category>[-...], "
+    raise Soft2HardError(f"unknown task {name!r}; use gen/<name>, comp/<family>/<params>, cat/<category>-<category>[-...], "
                          "bigbench/<task>[/<subtask>] or a path to a .jsonl/.csv file")
