@@ -18,13 +18,35 @@ def int_list(value: str) -> tuple[int, ...]:
         raise Soft2HardError(f"expected comma-separated integers, got {value!r}") from None
 
 
+def load_recipes(value: str) -> tuple[dict, ...]:
+    from soft2hard.dod import RECIPES
+
+    if value in RECIPES:
+        return RECIPES[value]
+    try:
+        recipes = json.loads(Path(value).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise Soft2HardError(f"--recipes {value!r}: not a built-in ({', '.join(RECIPES)}) nor a readable JSON "
+                             f"file ({type(err).__name__})") from None
+    if not isinstance(recipes, list) or not all(isinstance(r, dict) for r in recipes):
+        raise Soft2HardError(f"--recipes {value}: expected a JSON list of tuning-setting objects")
+    return tuple(recipes)
+
+
 def add_parsers(sub) -> None:
     dod = sub.add_parser("dod", help="build, pack and show a dataset of datasets (soft prompts + references)")
     dsub = dod.add_subparsers(dest="dod_command", metavar="ACTION", parser_class=Parser)
     b = dsub.add_parser("build", help="train soft prompts for many tasks (Ray fan-out; rerun to resume)")
     b.add_argument("--out", type=Path, required=True, help="build folder (plan, runs, manifest.json)")
     add_model_args(b, model_help="source model (built-in name, directory or HF id)", amp="bfloat16")
-    b.add_argument("--kinds", default="general,classification", help="comma-separated: general, classification, distilled (instructions compressed by context distillation)")
+    b.add_argument("--kinds", default="general,classification", help="comma-separated: general, classification, distilled (instructions compressed by context distillation), compositional (the comp/* generator's tasks)")
+    b.add_argument("--compositional-heldout-groups", type=int, default=5,
+                   help="comp/* families held out whole (kind compositional)")
+    b.add_argument("--recipes", default=None,
+                   help="tuning settings that vary by job: 'mixed' (built-in: prompt lengths 10-32, 40-80 steps, "
+                        "vocab/random init) or a JSON file with a list of setting objects")
+    b.add_argument("--bank", type=Path, default=None,
+                   help="a sharded bank of this build: its jobs count as done, and an empty --out takes its plan"),
     b.add_argument("--tasks", default=None, help="explicit comma-separated task names instead of the planned families")
     b.add_argument("--instructions", type=Path, default=None,
                    help='JSON-lines file of {"inputs": TASK, "text": INSTRUCTION}: extra texts (paraphrases, '
@@ -58,6 +80,8 @@ def add_parsers(sub) -> None:
     p.add_argument("dod", type=Path, help="build folder or manifest.json")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--best-only", action="store_true", help="keep only each run's best checkpoint")
+    p.add_argument("--append", action="store_true",
+                   help="add the build's finished jobs that --out lacks as a new shard (a growing, committable bank)")
     s = dsub.add_parser("show", help="summary of a DoD: tasks per kind and split, prompts, reference sources")
     s.add_argument("dod", type=Path)
     s.add_argument("--json", action="store_true", help="print every task entry as JSON")
@@ -82,14 +106,27 @@ def cmd_dod(args) -> None:
                           classification_heldout=args.classification_heldout,
                           max_input_chars=args.max_input_chars, amp=args.amp, tuning=tuning,
                           tasks=tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None,
-                          instructions=load_instructions(args.instructions) if args.instructions else None)
+                          instructions=load_instructions(args.instructions) if args.instructions else None,
+                          compositional_heldout_groups=args.compositional_heldout_groups,
+                          recipes=load_recipes(args.recipes) if args.recipes else None)
         if args.workers < 0:
             raise Soft2HardError("--workers must be >= 0")
         manifest = build(args.out, cfg, cache_dir(args), workers=args.workers, address=args.address,
                          progress=not args.quiet, max_jobs=args.max_jobs, only_split=args.only_split,
-                         pack=args.pack, device=args.device, dtype=args.dtype)
+                         pack=args.pack, device=args.device, dtype=args.dtype, bank=args.bank)
         n = sum(len(t.prompts) for t in manifest.tasks)
         print(f"{args.out}/manifest.json: {len(manifest.tasks)} tasks, {n} prompts")
+        return
+    if args.dod_command == "pack" and args.append:
+        from soft2hard.dod.bank import append_shard
+        from soft2hard.dod.build import finished_job_entries, load_build
+
+        build_dir = args.dod.parent if args.dod.is_file() else args.dod
+        cfg, planned = load_build(build_dir)
+        shard = append_shard(build_dir, args.out, finished_job_entries(build_dir, cfg, planned))
+        bank = Manifest.load(args.out) if shard or args.out.is_dir() else None
+        n = sum(len(t.prompts) for t in bank.tasks) if bank else 0
+        print(f"{shard or 'no new jobs'}; {args.out}: {len(bank.tasks) if bank else 0} tasks, {n} prompts")
         return
     if args.dod_command == "pack":
         from soft2hard.dod.bank import pack

@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -59,12 +60,22 @@ class BuildConfig:
                                                   "batch_size": 8, "max_eval_examples": 16,
                                                   "max_test_examples": 40, "init": "vocab"})
     tasks: tuple[str, ...] | None = None  # explicit task names instead of the planned families (tests, users)
+    compositional_heldout_groups: int = 5  # generator families held out whole (kind "compositional")
+    # tuning settings that vary by job, like a user's prompts do: job (task, seed) takes recipe
+    # (crc32(task) + seed) % len(recipes), on top of ``tuning`` (None: every job uses ``tuning``)
+    recipes: tuple[dict, ...] | None = None
     instructions: tuple[tuple[str, str], ...] | None = None  # extra (inputs task, text) pairs to distil
 
     def __post_init__(self) -> None:
-        unknown = set(self.kinds) - set(planning.KINDS)
+        unknown = set(self.kinds) - set(planning.PLAN_KINDS)
         if unknown or not self.kinds:
-            raise Soft2HardError(f"unknown DoD kind(s) {sorted(unknown)}; choose from {', '.join(planning.KINDS)}")
+            raise Soft2HardError(f"unknown DoD kind(s) {sorted(unknown)}; choose from {', '.join(planning.PLAN_KINDS)}")
+        if self.recipes is not None:
+            self.recipes = tuple(dict(r) for r in self.recipes)
+            if not self.recipes or not all(isinstance(r, dict) for r in self.recipes):
+                raise Soft2HardError("recipes must be a non-empty list of tuning-setting objects")
+            for r in self.recipes:
+                TuningConfig(**{**self.tuning, **r})
         if not self.seeds:
             raise Soft2HardError("at least one seed is needed")
         self.kinds, self.seeds = tuple(self.kinds), tuple(self.seeds)
@@ -74,8 +85,14 @@ class BuildConfig:
             raise Soft2HardError("instructions are distilled into soft prompts: add 'distilled' to the kinds")
         TuningConfig(**self.tuning)  # validates the tuning settings now, not inside a worker
 
-    def tuning_config(self, seed: int) -> TuningConfig:
-        return TuningConfig(**{**self.tuning, "seed": seed})
+    def tuning_config(self, seed: int, task: str | None = None) -> TuningConfig:
+        """The settings of job (``task``, ``seed``): ``tuning``, with the job's recipe on top when there are recipes."""
+        return TuningConfig(**{**self.tuning, **self.recipe(task, seed), "seed": seed})
+
+    def recipe(self, task: str | None, seed: int) -> dict:
+        if not self.recipes or task is None:
+            return {}
+        return self.recipes[(zlib.crc32(task.encode("utf-8")) + seed) % len(self.recipes)]
 
 
 def run_dir(out: Path, task: str, seed: int) -> Path:
@@ -97,6 +114,8 @@ def make_plan(cfg: BuildConfig, cache_dir: Path) -> list[planning.PlannedTask]:
         planned += planning.plan_distilled(planned) + planning.plan_instructions(cfg.instructions or (), planned)
     if "general" not in cfg.kinds:
         planned = [t for t in planned if t.kind != "general"]
+    if "compositional" in cfg.kinds:
+        planned += planning.plan_compositional(cfg.split_seed, cfg.compositional_heldout_groups)
     planned = planning.drop_leaking_train_tasks(planned)
     leaks = planning.heldout_label_leaks(planned)
     if leaks:  # an invariant of the planner; raised, not asserted, so that python -O keeps it
@@ -117,6 +136,8 @@ def load_or_create_plan(out: Path, cfg: BuildConfig, cache_dir: Path) -> list[pl
         if not isinstance(old, dict) or not isinstance(tasks, list):
             raise Soft2HardError(f"{path}: unreadable build plan (needs an object with 'settings' and a list of "
                                  "'tasks'); remove it to plan again")
+        defaults = json.loads(json.dumps(asdict(BuildConfig())))  # a setting added later, at its default, is no change
+        old = {**{k: v for k, v in defaults.items() if k not in old and settings.get(k) == v}, **old}
         changed = runs.changed_settings(old, settings, path)
         if changed:
             raise Soft2HardError(f"{out} was built with other settings ({', '.join(changed)}); use the same "
@@ -132,14 +153,14 @@ def _planned_task(obj, path: Path, i: int) -> planning.PlannedTask:
     fields = {f.name: f for f in dataclasses.fields(planning.PlannedTask)}
     ok = isinstance(obj, dict) and set(obj) <= set(fields) and all(
         k in obj or f.default is not dataclasses.MISSING for k, f in fields.items())
-    labels = obj.get("labels") if ok else None
+    lists = {k: obj.get(k) for k in ("labels", "references")} if ok else {}
     ok = ok and all(isinstance(v, str) or (v is None and fields[k].default is None)
-                    for k, v in obj.items() if k != "labels") \
-        and (labels is None or (isinstance(labels, list) and all(isinstance(x, str) for x in labels))) \
+                    for k, v in obj.items() if k not in lists) \
+        and all(v is None or (isinstance(v, list) and all(isinstance(x, str) for x in v)) for v in lists.values()) \
         and obj["kind"] in planning.KINDS and obj["split"] in SPLITS
     if not ok:
         raise Soft2HardError(f"{path}: task {i} is not a valid planned task; remove the file to plan again")
-    return planning.PlannedTask(**{**obj, "labels": tuple(labels) if labels else None})
+    return planning.PlannedTask(**{**obj, **{k: tuple(v) if v else None for k, v in lists.items()}})
 
 
 def jobs_for(planned: list[planning.PlannedTask], cfg: BuildConfig) -> list[tuple[planning.PlannedTask, int]]:
@@ -180,7 +201,32 @@ def _task_entry(out: Path, t: planning.PlannedTask, seeds: list[int]) -> TaskEnt
         return None
     return TaskEntry(name=t.name, kind=t.kind, group=t.group, split=t.split, reference=t.reference,
                      reference_source=t.reference_source, labels=t.labels, prompts=tuple(prompts), inputs=t.inputs,
+                     references=t.references,
                      test_score=sum(tests) / len(tests), baseline_score=sum(baselines) / len(baselines), metric=metric)
+
+
+def finished_job_entries(out: Path, cfg: BuildConfig, planned: list[planning.PlannedTask]):
+    """((task, seed), one-job :class:`TaskEntry`) for each finished job of a build folder, in plan order (what
+    :func:`soft2hard.dod.bank.append_shard` packs)."""
+    for t, seed in jobs_for(planned, cfg):
+        if is_finished(out, t.name, seed):
+            entry = _task_entry(out, t, [seed])
+            if entry is not None:
+                yield (t.name, seed), entry
+
+
+def load_build(out: Path) -> tuple[BuildConfig, list[planning.PlannedTask]]:
+    """The settings and plan of an existing build folder."""
+    path = Path(out) / PLAN_NAME
+    if not path.is_file():
+        raise Soft2HardError(f"{out}: no {PLAN_NAME} (not a DoD build folder)")
+    stored = atomic.read_json(path)
+    try:
+        settings = dict(stored["settings"])
+        cfg = BuildConfig(**{k: v for k, v in settings.items() if k in {f.name for f in dataclasses.fields(BuildConfig)}})
+    except (KeyError, TypeError) as err:
+        raise Soft2HardError(f"{path}: unreadable build settings ({err})") from None
+    return cfg, [_planned_task(t, path, i) for i, t in enumerate(stored["tasks"])]
 
 
 def write_manifest(out: Path, cfg: BuildConfig, planned: list[planning.PlannedTask]) -> Manifest:
@@ -270,7 +316,8 @@ def _journal_path(out: Path, unit: list[tuple[planning.PlannedTask, int]], pack:
 
 def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, address: str | None = None,
           progress: bool = True, max_jobs: int | None = None, only_split: str | None = None,
-          pack: int = DEFAULT_PACK, device: str = "auto", dtype: str = "float32") -> Manifest:
+          pack: int = DEFAULT_PACK, device: str = "auto", dtype: str = "float32",
+          bank: Path | None = None) -> Manifest:
     """Plan (or reload the plan), run every unfinished (task, seed) job, keep manifest.json current.
 
     Args:
@@ -281,15 +328,25 @@ def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, addres
         pack: prompts trained per model pass (1: one ``tune`` run per job, as before packs).
         device, dtype: where and in which weight dtype the workers load the model (how, not what, is built:
             like ``workers`` and ``pack`` they are not part of the stored plan).
+        bank: a sharded bank of this build (:mod:`soft2hard.dod.bank`): its jobs count as finished, and an
+            empty ``out`` takes its plan, so a build resumes on a machine where the old ``runs/`` is gone.
     """
     if not isinstance(pack, int) or isinstance(pack, bool) or pack < 1:
         raise Soft2HardError(f"--pack must be a positive integer, got {pack!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale(out)
+    banked: set[tuple[str, int]] = set()
+    if bank is not None and (Path(bank) / PLAN_NAME).is_file():
+        from soft2hard.dod.bank import banked_jobs
+
+        if not (out / PLAN_NAME).exists():
+            atomic.write_json(out / PLAN_NAME, atomic.read_json(Path(bank) / PLAN_NAME))
+        banked = banked_jobs(Path(bank))
     planned = load_or_create_plan(out, cfg, cache_dir)
     ordered = job_order(jobs_for(planned, cfg))
-    pending = [(t, s) for t, s in ordered if not is_finished(out, t.name, s) and only_split in (None, t.split)]
+    pending = [(t, s) for t, s in ordered if (t.name, s) not in banked and not is_finished(out, t.name, s)
+               and only_split in (None, t.split)]
     total = len(ordered)
     if max_jobs is not None:
         pending = pending[:max_jobs]
@@ -310,16 +367,20 @@ def build(out: Path, cfg: BuildConfig, cache_dir: Path, workers: int = 1, addres
         bar.set_postfix_str(name[-40:])
 
     def spec(t: planning.PlannedTask, s: int) -> tuple:
-        return (t.name, s, str(run_dir(out, t.name, s)), cfg.tuning_config(s).__dict__, cfg.max_input_chars,
+        return (t.name, s, str(run_dir(out, t.name, s)), cfg.tuning_config(s, t.name).__dict__, cfg.max_input_chars,
                 t.inputs, t.teacher_prompt)
 
     todo = set(pending)
     items: list[tuple[str, tuple, list[bool]]] = []  # (runner method, its arguments, which jobs this call counts)
     if pack > 1:
-        for unit in pack_units([j for j in ordered if j[0].teacher_prompt is None], pack, workers):
+        # jobs of one prompt length together: a pack trains prompts of one length at a time
+        packable = sorted((j for j in ordered if j[0].teacher_prompt is None),
+                          key=lambda j: cfg.tuning_config(j[1], j[0].name).n_tokens)
+        for unit in pack_units(packable, pack, workers):
             if not todo & set(unit):
                 continue
-            if max_jobs is not None:  # a cut unit has its own journal (and replays only as cut)
+            if max_jobs is not None or any((t.name, s) in banked for t, s in unit):
+                # a cut unit has its own journal (and replays only as cut)
                 unit = [j for j in unit if j in todo]
             counted = [j in todo for j in unit]
             todo -= set(unit)

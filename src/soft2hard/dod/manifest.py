@@ -2,7 +2,7 @@
 
 ``manifest.json`` (format ``soft2hard-dod`` version 1):
     {"format": "soft2hard-dod", "version": 1, "model": "smollm2-135m", "settings": {...},
-     "tasks": [{"name", "kind", "group", "split", "reference", "reference_source", "labels",
+     "tasks": [{"name", "kind", "group", "split", "reference", "reference_source", "labels", "references"?,
                 "test_score", "baseline_score", "metric",
                 "prompts": [{"id", "file", "key"?, "seed", "step", "validation_score", "best"}]}]}
 ``file`` is relative to the manifest's folder: a PEFT adapter directory, a ``.safetensors`` file, or (with
@@ -62,6 +62,7 @@ class TaskEntry:
     baseline_score: float | None = None
     metric: str | None = None
     inputs: str | None = None  # the registry task a distilled prompt was trained on (default: the name's)
+    references: tuple[str, ...] | None = None  # every text that states the task (reference first), if several
 
     @property
     def inputs_task(self) -> str:
@@ -73,6 +74,7 @@ class TaskEntry:
                 "reference": self.reference, "reference_source": self.reference_source,
                 "labels": list(self.labels) if self.labels else None, "test_score": self.test_score,
                 "baseline_score": self.baseline_score, "metric": self.metric,
+                **({"references": list(self.references)} if self.references else {}),
                 "prompts": [p.to_dict() for p in self.prompts]}
 
 
@@ -114,7 +116,7 @@ def _parse_prompt(obj, where: str) -> PromptEntry:
                        key=_field(obj, "key", str, where, optional=True))
 
 
-def _parse_task(obj, where: str) -> TaskEntry:
+def parse_task(obj, where: str) -> TaskEntry:
     if not isinstance(obj, dict):
         raise Soft2HardError(f"{where}: a task entry must be a JSON object")
     name = _field(obj, "name", str, where)
@@ -127,6 +129,9 @@ def _parse_task(obj, where: str) -> TaskEntry:
     labels = _field(obj, "labels", list, where, optional=True)
     if labels is not None and not all(isinstance(x, str) for x in labels):
         raise Soft2HardError(f"{where}: labels must be a list of strings")
+    references = _field(obj, "references", list, where, optional=True)
+    if references is not None and not (references and all(isinstance(x, str) and x for x in references)):
+        raise Soft2HardError(f"{where}: references must be a non-empty list of non-empty strings")
     prompts = _field(obj, "prompts", list, where)
     scores = {k: _score(obj, k, where) for k in ("test_score", "baseline_score")}
     return TaskEntry(name=name, kind=kind, group=_field(obj, "group", str, where), split=split,
@@ -135,7 +140,8 @@ def _parse_task(obj, where: str) -> TaskEntry:
                      labels=tuple(labels) if labels else None,
                      prompts=tuple(_parse_prompt(p, f"{where} prompt {i}") for i, p in enumerate(prompts)),
                      metric=_field(obj, "metric", str, where, optional=True),
-                     inputs=_field(obj, "inputs", str, where, optional=True), **scores)
+                     inputs=_field(obj, "inputs", str, where, optional=True),
+                     references=tuple(references) if references else None, **scores)
 
 
 @dataclass
@@ -148,6 +154,10 @@ class Manifest:
     @classmethod
     def load(cls, path: str | Path) -> Manifest:
         path = Path(path)
+        from soft2hard.dod import bank
+
+        if path.is_dir() and bank.is_sharded(path):
+            return bank.load_sharded(path)
         file = path / MANIFEST_NAME if path.is_dir() else path
         if not file.is_file():
             raise Soft2HardError(f"{file}: no DoD manifest here (build one with 'soft2hard dod build')")
@@ -157,7 +167,7 @@ class Manifest:
         if data.get("version") != VERSION:
             raise Soft2HardError(f"{file}: manifest version {data.get('version')!r} is not supported (need {VERSION})")
         where = str(file)
-        tasks = [_parse_task(t, f"{where} task {i}") for i, t in enumerate(_field(data, "tasks", list, where))]
+        tasks = [parse_task(t, f"{where} task {i}") for i, t in enumerate(_field(data, "tasks", list, where))]
         names = [t.name for t in tasks]
         if len(set(names)) != len(names):
             raise Soft2HardError(f"{file}: task names repeat")

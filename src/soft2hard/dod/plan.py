@@ -29,11 +29,12 @@ from pathlib import Path
 
 from soft2hard.dod.references import label_reference, reference_for
 from soft2hard.errors import Soft2HardError
-from soft2hard.tasks import bigbench, categories, generated
+from soft2hard.tasks import bigbench, categories, compositional, generated
 from soft2hard.tasks.base import Task
 
 logger = logging.getLogger(__name__)
 KINDS = ("general", "classification", "distilled")
+PLAN_KINDS = (*KINDS, "compositional")  # what a build may plan; compositional tasks become general/classification
 DISTILLED_PREFIX = "distilled/"
 MAX_TARGET_CHARS = 100
 # parents whose subtasks are near-copies of one another in other languages/domains: keep the English one
@@ -53,10 +54,12 @@ class PlannedTask:
     labels: tuple[str, ...] | None = None
     inputs: str | None = None  # the task whose inputs a distilled prompt is trained on (default: name)
     teacher_prompt: str | None = None  # distilled kind: the text the soft prompt compresses
+    references: tuple[str, ...] | None = None  # every text that states the task (reference first), if several
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["labels"] = list(self.labels) if self.labels else None
+        d["references"] = list(self.references) if self.references else None
         return d
 
 
@@ -77,6 +80,8 @@ def _group_of(name: str) -> str:
     """The split group of a general task: its BIG-bench parent, Natural-Instructions source dataset or (``gen/*``)
     reference template family; any other task is a group of its own."""
     parts = name.split("/")
+    if name.startswith(compositional.PREFIX) and name in compositional.compositional_names():
+        return compositional.group_of(name)
     if name.startswith(generated.PREFIX) and name in generated.generated_names():
         return generated.PREFIX + generated.family_of(name)
     if parts[0] != "bigbench":
@@ -143,13 +148,51 @@ def plan_general(cache_dir: Path, seed: int = 0, heldout: int = 30, max_tasks: i
     return split_groups(planned, heldout, seed, "general")
 
 
-def plan_classification(seed: int = 0, train: int = 60, heldout: int = 30,
-                        heldout_categories: int = 16) -> list[PlannedTask]:
+def heldout_category_pool(seed: int = 0, heldout_categories: int = 16) -> tuple[random.Random, list[str]]:
+    """The held-out word categories of a split seed (drawn first, before any task is looked at), and the seeded
+    generator that :func:`plan_classification` goes on drawing label sets from."""
     names = list(categories.categories())
     if not 2 <= heldout_categories <= len(names) - 2:
         raise Soft2HardError(f"heldout_categories must be between 2 and {len(names) - 2}")
     rng = random.Random(f"dod-classification:{seed}")
-    held_pool = sorted(rng.sample(names, heldout_categories))
+    return rng, sorted(rng.sample(names, heldout_categories))
+
+
+def plan_compositional(seed: int = 0, heldout_groups: int = 5, heldout_categories: int = 16,
+                       forced_heldout_groups: frozenset[str] = frozenset()) -> list[PlannedTask]:
+    """The compositional tasks (:mod:`soft2hard.tasks.compositional`), every instruction a reference.
+
+    A task about word categories is held out when all its categories are held-out ones (the same categories as
+    :func:`plan_classification` of this seed), trains when none is, and is left out otherwise; when its labels
+    are the category names it is a classification entry, so they join the held-out label check. Of the other tasks' groups (a family, or a
+    ``gen/*`` twin's group) ``heldout_groups`` are held out whole (seeded), plus ``forced_heldout_groups`` (e.g.
+    the groups of an older bank's held-out tasks, so that no training task shares one)."""
+    held = set(heldout_category_pool(seed, heldout_categories)[1])
+    by_category, rest = [], []
+    for name in compositional.compositional_names():
+        task = compositional.load_compositional(name)
+        texts = tuple(task.metadata["instructions"])
+        cats = compositional.categories_of(name)
+        named = bool(cats) and set(task.labels or ()) == set(cats)  # the labels are the category names
+        entry = PlannedTask(name, "classification" if named else "general", compositional.group_of(name), "train",
+                            texts[0], "generator", task.labels, references=texts)
+        if not cats:
+            rest.append(entry)
+        elif set(cats) <= held:
+            by_category.append(replace(entry, split="heldout"))
+        elif not set(cats) & held:
+            by_category.append(entry)
+    groups = sorted({t.group for t in rest} - set(forced_heldout_groups))
+    random.Random(f"dod-split:compositional:{seed}").shuffle(groups)
+    held_groups = set(forced_heldout_groups) | set(groups[:heldout_groups])
+    rest = [replace(t, split="heldout" if t.group in held_groups else "train") for t in rest]
+    return sorted(rest + by_category, key=lambda t: t.name)
+
+
+def plan_classification(seed: int = 0, train: int = 60, heldout: int = 30,
+                        heldout_categories: int = 16) -> list[PlannedTask]:
+    rng, held_pool = heldout_category_pool(seed, heldout_categories)
+    names = list(categories.categories())
     train_pool = [c for c in names if c not in held_pool]
     taken: set[frozenset[str]] = set()
     out = []
@@ -268,8 +311,9 @@ def plan_explicit(names: list[str], cache_dir: Path, seed: int = 0, heldout: int
                                        "labels", task.labels))
         else:
             reference, source = reference_for(task)
+            texts = tuple(task.metadata.get("instructions") or ()) or None  # a comp/* task states itself 3+ ways
             planned.append(PlannedTask(task.name, "general", _group_of(task.name), "train", reference, source,
-                                       task.labels))
+                                       task.labels, references=texts))
     if len({t.group for t in planned}) <= heldout:
         # too few template families among the named gen/* tasks: split them one by one, and say so
         per_task = [replace(t, group=t.name) if t.name.startswith(generated.PREFIX) else t for t in planned]

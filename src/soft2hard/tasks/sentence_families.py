@@ -113,7 +113,7 @@ def _label_sets(seed: str, count: int, sizes: tuple[int, ...]) -> tuple[dict, ..
 
 def _category_pairs() -> tuple[dict, ...]:
     pairs = [p for p in combinations(categories(), 2) if set(p) != {"fruit", "animal"}]  # that is gen/fruit_or_animal
-    chosen = random.Random("comp-category-pair").sample(pairs, 160)
+    chosen = random.Random("comp-category-pair").sample(pairs, 400)
     return tuple({"a": a, "b": b} for a, b in chosen)
 
 
@@ -128,7 +128,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("sentence_topic", ("Say what the sentence is about: {choices}.",
                               "Classify each sentence by its topic ({choices}).",
                               "Which of these does the sentence talk about: {choices}? Answer with the category."),
-           _label_sets("comp-sentence-topic", 320, (2, 2, 3, 4)), _sentence_topic, labels_of, level="sentence"),
+           _label_sets("comp-sentence-topic", 600, (2, 2, 3, 4)), _sentence_topic, labels_of, level="sentence"),
     Family("sentence_feeling", ("Label the feeling of the sentence as {pos} or {neg}.",
                                 "Is the speaker's opinion {pos} or {neg}? Answer with one word.",
                                 "Classify the sentiment of the sentence: {pos} for a good opinion, {neg} for a bad one."),
@@ -138,7 +138,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("category_set", ("Which of these categories does the given word belong to: {choices}?",
                             "Put the word into one of the groups {choices}.",
                             "Answer with the category of the word ({choices})."),
-           _label_sets("comp-category-set", 120, (3, 4)), _category_set, labels_of),
+           _label_sets("comp-category-set", 250, (3, 4)), _category_set, labels_of),
     Family("sentence_op", ("{say}", "{say2}", "{say3}"), (
         {"op": "first_word", "say": "Output the first word of the sentence.", "say2": "Which word does the sentence start with?",
          "say3": "Copy only the opening word of the sentence."},

@@ -1,0 +1,134 @@
+"""Sharded DoD banks: a growing build packed as append-only shards, resumed on an empty runs/ from the bank;
+compositional plans and per-job tuning recipes."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import shutil
+
+import pytest
+import torch
+
+from soft2hard.dod import bank as banks
+from soft2hard.dod import plan as planning
+from soft2hard.dod.build import BuildConfig, build, finished_job_entries, is_finished, load_build
+from soft2hard.dod.manifest import Manifest
+from soft2hard.errors import Soft2HardError
+
+COMP = ("comp/arith/add-7", "comp/word_rule/vowels", "comp/word_test/starts-s-yes")
+TUNING = {"n_tokens": 4, "steps": 4, "eval_every": 2, "lr": 3e-2, "batch_size": 4, "max_eval_examples": 4,
+          "max_test_examples": 4, "init": "vocab"}
+
+
+def _cfg(model_dir, **kw) -> BuildConfig:
+    return BuildConfig(model=str(model_dir), tasks=COMP, general_heldout=1, amp="none", tuning=TUNING, seeds=(0, 1),
+                       recipes=({}, {"n_tokens": 3, "init": "random"}), **kw)
+
+
+def _append(out, bank):
+    cfg, planned = load_build(out)
+    return banks.append_shard(out, bank, finished_job_entries(out, cfg, planned))
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _prompts(manifest: Manifest) -> dict:
+    return {e.id: t for _, e, t in manifest.iter_prompts()}
+
+
+@pytest.fixture(scope="module")
+def grown(tmp_path_factory, tiny_llama_dir, cache_dir):
+    """A build packed into a bank twice (after 2 jobs, then after all), and the shards' digests in between."""
+    root = tmp_path_factory.mktemp("grown")
+    out, bank = root / "build", root / "bank"
+    build(out, _cfg(tiny_llama_dir), cache_dir, workers=0, progress=False, max_jobs=2, pack=2)
+    first = _append(out, bank)
+    before = _digest(first), _digest(first.with_suffix(".safetensors"))
+    full = build(out, _cfg(tiny_llama_dir), cache_dir, workers=0, progress=False, pack=2)
+    second = _append(out, bank)
+    return out, bank, full, first, second, before
+
+
+def test_shards_are_append_only_and_hold_each_job_once(grown):
+    out, bank, full, first, second, before = grown
+    assert (_digest(first), _digest(first.with_suffix(".safetensors"))) == before  # never rewritten
+    jobs = [(j["task"]["name"], j["seed"]) for f in (first, second) for j in banks._read_shard(f)]
+    assert len(jobs) == len(set(jobs)) == 5  # 2 training tasks x 2 seeds + 1 held-out task x 1 seed
+    assert len(banks._read_shard(first)) == 2
+    assert _append(out, bank) is None  # nothing new: no empty shard
+
+
+def test_sharded_bank_loads_as_the_builds_manifest_in_fp16(grown):
+    _, bank, full, *_ = grown
+    loaded = Manifest.load(bank)
+    assert {t.name for t in loaded.tasks} == {t.name for t in full.tasks}
+    want, got = _prompts(full), _prompts(loaded)
+    assert want.keys() == got.keys()
+    for key, tensor in want.items():
+        assert torch.equal(got[key], tensor.to(torch.float16).float())
+    by_name = {t.name: t for t in loaded.tasks}
+    for t in full.tasks:
+        assert by_name[t.name].references == t.references and len(t.references) >= 3
+        assert by_name[t.name].test_score == pytest.approx(t.test_score)
+
+
+def test_recipes_vary_by_job_and_prompt_lengths(grown):
+    _, _, full, *_ = grown
+    cfg, _ = load_build(grown[0])
+    lengths = collections.Counter(t.shape[0] for t in _prompts(full).values())
+    assert set(lengths) == {3, 4}
+    for task in full.tasks:
+        for p in task.prompts:
+            assert _prompts(full)[p.id].shape[0] == cfg.tuning_config(p.seed, task.name).n_tokens
+
+
+def test_build_resumes_from_the_bank_on_an_empty_runs_folder(grown, tmp_path, tiny_llama_dir, cache_dir):
+    out, bank, full, first, *_ = grown
+    fresh = tmp_path / "fresh"  # a new machine: only the committed bank
+    m = build(fresh, _cfg(tiny_llama_dir), cache_dir, workers=0, progress=False, pack=2, bank=bank)
+    assert (fresh / "plan.json").read_bytes() == (bank / "plan.json").read_bytes()
+    assert not (fresh / "runs").exists() and m.tasks == []  # every job was in the bank: nothing retrained
+    partial = tmp_path / "partial"  # a bank with the first shard only: the rest is trained, the banked jobs not
+    (partial / "bank" / banks.SHARD_DIR).mkdir(parents=True)
+    shutil.copy(bank / "plan.json", partial / "bank" / "plan.json")
+    for f in (first, first.with_suffix(".safetensors")):
+        shutil.copy(f, partial / "bank" / banks.SHARD_DIR / f.name)
+    cfg = _cfg(tiny_llama_dir)
+    build(partial / "out", cfg, cache_dir, workers=0, progress=False, pack=2, bank=partial / "bank")
+    banked = banks.banked_jobs(partial / "bank")
+    _, planned = load_build(partial / "out")
+    for t in planned:
+        for seed in (0, 1) if t.split == "train" else (0,):
+            assert is_finished(partial / "out", t.name, seed) == ((t.name, seed) not in banked)
+    _append(partial / "out", partial / "bank")
+    again = _prompts(Manifest.load(partial / "bank"))
+    assert again.keys() == _prompts(Manifest.load(bank)).keys()
+
+
+def test_a_bank_refuses_another_builds_shards(grown, tmp_path, tiny_llama_dir, cache_dir):
+    _, bank, *_ = grown
+    other = tmp_path / "other"
+    build(other, _cfg(tiny_llama_dir, split_seed=1), cache_dir, workers=0, progress=False, max_jobs=1, pack=2)
+    with pytest.raises(Soft2HardError, match="another build's plan"):
+        _append(other, bank)
+
+
+def test_compositional_plan_splits_by_family_and_category():
+    planned = planning.plan_compositional(seed=0)
+    held = {t.group for t in planned if t.split == "heldout"}
+    train = {t.group for t in planned if t.split == "train"}
+    assert not held & train and len(planned) >= 900
+    assert all(t.references and t.references[0] == t.reference for t in planned)
+    _, held_categories = planning.heldout_category_pool(0)
+    from soft2hard.tasks import compositional
+
+    for t in planned:
+        cats = set(compositional.categories_of(t.name))
+        if cats:
+            assert cats <= set(held_categories) if t.split == "heldout" else not cats & set(held_categories)
+    combined = planning.drop_leaking_train_tasks(planned + planning.plan_classification(seed=0))
+    assert planning.heldout_leaks(combined) == {}
+    assert planning.heldout_label_leaks(combined) == []
