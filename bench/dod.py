@@ -34,7 +34,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import psutil  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from soft2hard.dod.build import BuildConfig, build  # noqa: E402
+from soft2hard.dod.build import build  # noqa: E402
+from soft2hard.dod.config import BuildConfig  # noqa: E402
 from soft2hard.models import default_cache_dir  # noqa: E402
 
 hf_logging.set_verbosity_error()

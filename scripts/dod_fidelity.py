@@ -14,7 +14,8 @@ import statistics
 from pathlib import Path
 
 from soft2hard import atomic
-from soft2hard.dod.build import PLAN_NAME, run_dir
+from soft2hard.dod.build import run_dir
+from soft2hard.dod.config import PLAN_NAME
 
 
 def main() -> None:

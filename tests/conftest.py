@@ -164,7 +164,7 @@ TINY_TUNING = {"n_tokens": 4, "steps": 4, "eval_every": 2, "lr": 3e-2, "batch_si
 
 
 def tiny_config(model_dir, **kw):
-    from soft2hard.dod.build import BuildConfig
+    from soft2hard.dod.config import BuildConfig
 
     return BuildConfig(model=str(model_dir), tasks=TASKS, general_heldout=1, amp="none", tuning=TINY_TUNING, **kw)
 

@@ -14,7 +14,8 @@ from safetensors import safe_open
 import soft2hard.packs as packs
 from soft2hard.dod import plan as planning
 from soft2hard.dod.bank import pack
-from soft2hard.dod.build import BuildConfig, build, run_dir
+from soft2hard.dod.build import build, run_dir
+from soft2hard.dod.config import BuildConfig
 from soft2hard.dod.manifest import Manifest
 from soft2hard.dod.references import reference_for, shorten
 from soft2hard.errors import Soft2HardError

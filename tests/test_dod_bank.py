@@ -12,7 +12,8 @@ import torch
 
 from soft2hard.dod import bank as banks
 from soft2hard.dod import plan as planning
-from soft2hard.dod.build import BuildConfig, build, finished_job_entries, is_finished, load_build
+from soft2hard.dod.build import build, finished_job_entries, is_finished
+from soft2hard.dod.config import BuildConfig, load_build
 from soft2hard.dod.manifest import Manifest
 from soft2hard.errors import Soft2HardError
 

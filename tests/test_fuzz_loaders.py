@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from soft2hard.cache import ResponseCache, request_key
-from soft2hard.dod import build as dod_build
+from soft2hard.dod import config as dod_config
 from soft2hard.dod.manifest import Manifest, PromptEntry, TaskEntry
 from soft2hard.dod.plan import PlannedTask
 from soft2hard.errors import Soft2HardError
@@ -519,7 +519,7 @@ def test_run_folder_config_on_resume_never_crashes(data, checkpoint, is_dir):
             assert json.loads((out / "config.json").read_text()) == RESOLVED
 
 
-BUILD = dod_build.BuildConfig(tasks=("gen/plural", "gen/antonym"))
+BUILD = dod_config.BuildConfig(tasks=("gen/plural", "gen/antonym"))
 BUILD_SETTINGS = json.loads(json.dumps(asdict(BUILD)))
 planned_task = st.builds(
     lambda name, kind, split, labels, inputs: PlannedTask(name, kind, "g", split, "ref", "description", labels,
@@ -534,9 +534,9 @@ plan_doc = st.fixed_dictionaries({"settings": st.just(BUILD_SETTINGS), "tasks": 
 @given(data=json_file(plan_doc), is_dir=rarely)
 def test_dod_plan_reload_never_crashes(data, is_dir):
     with workdir() as tmp:
-        write(tmp / dod_build.PLAN_NAME, data, is_dir)
-        planned = load_or_reject(lambda: dod_build.load_or_create_plan(tmp, BUILD, tmp / "cache"),
-                                 tmp / dod_build.PLAN_NAME, tmp)
+        write(tmp / dod_config.PLAN_NAME, data, is_dir)
+        planned = load_or_reject(lambda: dod_config.load_or_create_plan(tmp, BUILD, tmp / "cache"),
+                                 tmp / dod_config.PLAN_NAME, tmp)
         if planned is not None:
             for t in planned:
                 assert isinstance(t, PlannedTask)

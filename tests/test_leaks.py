@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 from soft2hard.dod import plan as planning
-from soft2hard.dod.build import PLAN_NAME, BuildConfig, load_or_create_plan, make_plan
+from soft2hard.dod.config import PLAN_NAME, BuildConfig, load_or_create_plan, make_plan
 from soft2hard.dod.manifest import Manifest, PromptEntry, TaskEntry
 from soft2hard.metrics import rouge_l_score
 from soft2hard.tasks import generated

@@ -91,7 +91,8 @@ def cmd_dod(args) -> None:
     from soft2hard.dod.manifest import Manifest
 
     if args.dod_command == "build":
-        from soft2hard.dod.build import BuildConfig, build
+        from soft2hard.dod.build import build
+        from soft2hard.dod.config import BuildConfig
         from soft2hard.dod.plan import load_instructions
 
         tuning = {"n_tokens": args.tokens, "steps": args.steps, "eval_every": args.eval_every, "lr": args.lr,
@@ -119,7 +120,8 @@ def cmd_dod(args) -> None:
         return
     if args.dod_command == "pack" and args.append:
         from soft2hard.dod.bank import append_shard
-        from soft2hard.dod.build import finished_job_entries, load_build
+        from soft2hard.dod.build import finished_job_entries
+        from soft2hard.dod.config import load_build
 
         build_dir = args.dod.parent if args.dod.is_file() else args.dod
         cfg, planned = load_build(build_dir)
