@@ -51,10 +51,12 @@ def jobs_for(planned: list[planning.PlannedTask], cfg: BuildConfig) -> list[tupl
 
 
 def job_order(jobs: list[tuple[planning.PlannedTask, int]]) -> list[tuple[planning.PlannedTask, int]]:
-    """Held-out runs first (evaluation needs them all), then training runs alternating between kinds, so that
-    a build stopped early is still a balanced DoD."""
+    """Held-out runs first (evaluation needs them all), then training runs seed by seed (every task's first
+    prompt before any task's second), alternating between kinds, so that a build stopped early is still a
+    balanced DoD over as many tasks as it got to."""
+    seeds = list(dict.fromkeys(s for _, s in jobs))  # the configured order
     by_kind: dict[str, list] = {}
-    for job in jobs:
+    for job in sorted(jobs, key=lambda j: seeds.index(j[1])):  # stable: plan order within a seed
         if job[0].split == "train":
             by_kind.setdefault(job[0].kind, []).append(job)
     queues = list(by_kind.values())
