@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from soft2hard import atomic
+from soft2hard.dod.config import PLAN_NAME
 from soft2hard.dod.manifest import MANIFEST_NAME, Manifest
 from soft2hard.errors import Soft2HardError
 
@@ -85,9 +86,9 @@ def append_shard(build_dir: Path, bank: Path, job_entries) -> Path | None:
     ``job_entries`` is an iterable of ((task, seed), :class:`TaskEntry` of that one job), in plan order (from
     :func:`soft2hard.dod.build.finished_job_entries`). The bank's plan must be the build's plan."""
     bank, build_dir = Path(bank), Path(build_dir)
-    plan_src, plan_dst = build_dir / "plan.json", bank / "plan.json"
+    plan_src, plan_dst = build_dir / PLAN_NAME, bank / PLAN_NAME
     if not plan_src.is_file():
-        raise Soft2HardError(f"{build_dir}: no plan.json (not a DoD build folder)")
+        raise Soft2HardError(f"{build_dir}: no {PLAN_NAME} (not a DoD build folder)")
     if plan_dst.exists() and atomic.read_json(plan_dst) != atomic.read_json(plan_src):
         raise Soft2HardError(f"{bank} holds another build's plan: append shards of that build only, or use a new bank")
     have = banked_jobs(bank) if bank.exists() else set()
@@ -120,11 +121,12 @@ def load_sharded(bank: Path) -> Manifest:
     from soft2hard.dod.manifest import parse_task
 
     bank = Path(bank)
-    plan = atomic.read_json(bank / "plan.json") if (bank / "plan.json").is_file() else None
+    plan = atomic.read_json(bank / PLAN_NAME) if (bank / PLAN_NAME).is_file() else None
     if not isinstance(plan, dict) or not isinstance(plan.get("settings"), dict):
-        raise Soft2HardError(f"{bank}: a sharded bank needs its build's plan.json")
+        raise Soft2HardError(f"{bank}: a sharded bank needs its build's {PLAN_NAME}")
     merged: dict[str, list] = {}
-    for f in _shard_files(bank):
+    shards = _shard_files(bank)
+    for f in shards:
         for i, job in enumerate(_read_shard(f)):
             merged.setdefault(job["task"].get("name"), []).append(parse_task(job["task"], f"{f} job {i}"))
     if not merged:
@@ -136,5 +138,5 @@ def load_sharded(bank: Path) -> Manifest:
                   for k in ("test_score", "baseline_score")}
         tasks.append(replace(first, prompts=tuple(p for e in entries for p in e.prompts),
                              **{k: sum(v) / len(v) if v else None for k, v in scores.items()}))
-    settings = {**plan["settings"], "dtype": "float16", "shards": len(_shard_files(bank))}
+    settings = {**plan["settings"], "dtype": "float16", "shards": len(shards)}
     return Manifest(root=bank, model=str(plan["settings"].get("model")), tasks=tasks, settings=settings)

@@ -101,24 +101,30 @@ def load_or_create_plan(out: Path, cfg: BuildConfig, cache_dir: Path) -> list[pl
     settings = asdict(cfg)
     settings = json.loads(json.dumps(settings))  # tuples -> lists, as stored
     if path.exists():
-        try:
-            stored = atomic.read_json(path)
-        except Soft2HardError as err:
-            raise Soft2HardError(f"{err}; remove it to plan again") from None
-        old, tasks = (stored.get("settings"), stored.get("tasks")) if isinstance(stored, dict) else (None, None)
-        if not isinstance(old, dict) or not isinstance(tasks, list):
-            raise Soft2HardError(f"{path}: unreadable build plan (needs an object with 'settings' and a list of "
-                                 "'tasks'); remove it to plan again")
+        old, planned = read_plan(path)
         defaults = json.loads(json.dumps(asdict(BuildConfig())))  # a setting added later, at its default, is no change
         old = {**{k: v for k, v in defaults.items() if k not in old and settings.get(k) == v}, **old}
         changed = runs.changed_settings(old, settings, path)
         if changed:
             raise Soft2HardError(f"{out} was built with other settings ({', '.join(changed)}); use the same "
                                  "settings to resume, or a new --out")
-        return [_planned_task(t, path, i) for i, t in enumerate(tasks)]
+        return planned
     planned = make_plan(cfg, cache_dir)
     atomic.write_json(path, {"settings": settings, "tasks": [t.to_dict() for t in planned]})
     return planned
+
+
+def read_plan(path: Path) -> tuple[dict, list[planning.PlannedTask]]:
+    """The stored settings and planned tasks of ``plan.json``, checked (one-line errors)."""
+    try:
+        stored = atomic.read_json(path)
+    except Soft2HardError as err:
+        raise Soft2HardError(f"{err}; remove it to plan again") from None
+    old, tasks = (stored.get("settings"), stored.get("tasks")) if isinstance(stored, dict) else (None, None)
+    if not isinstance(old, dict) or not isinstance(tasks, list):
+        raise Soft2HardError(f"{path}: unreadable build plan (needs an object with 'settings' and a list of "
+                             "'tasks'); remove it to plan again")
+    return old, [_planned_task(t, path, i) for i, t in enumerate(tasks)]
 
 
 def _planned_task(obj, path: Path, i: int) -> planning.PlannedTask:
@@ -141,10 +147,9 @@ def load_build(out: Path) -> tuple[BuildConfig, list[planning.PlannedTask]]:
     path = Path(out) / PLAN_NAME
     if not path.is_file():
         raise Soft2HardError(f"{out}: no {PLAN_NAME} (not a DoD build folder)")
-    stored = atomic.read_json(path)
+    settings, planned = read_plan(path)
     try:
-        settings = dict(stored["settings"])
         cfg = BuildConfig(**{k: v for k, v in settings.items() if k in {f.name for f in dataclasses.fields(BuildConfig)}})
-    except (KeyError, TypeError) as err:
+    except TypeError as err:
         raise Soft2HardError(f"{path}: unreadable build settings ({err})") from None
-    return cfg, [_planned_task(t, path, i) for i, t in enumerate(stored["tasks"])]
+    return cfg, planned

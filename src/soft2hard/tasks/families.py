@@ -61,6 +61,15 @@ def _lists(rng: random.Random, pool: list, sizes: tuple[int, ...], n: int = N_EX
     return [list(xs) for xs in seen]
 
 
+SAID = ("{say}", "{say2}", "{say3}")  # the instructions of a family whose every task is worded by hand
+
+
+def worded(key: str, rows) -> tuple[dict, ...]:
+    """Parameter settings from ``(value, instruction, instruction, instruction)`` rows: ``{key: value, "say": ...,
+    "say2": ..., "say3": ...}``, for families written with :data:`SAID`."""
+    return tuple({key: value, "say": a, "say2": b, "say3": c} for value, a, b, c in rows)
+
+
 def _join(items) -> str:
     return ", ".join(str(x) for x in items)
 
@@ -258,24 +267,24 @@ FAMILIES: tuple[Family, ...] = (
     Family("repeat", ("Repeat the given word {k} times, separated by spaces.", "Write the word {times} in a row.",
                       "Output the word {k} times with a space between the copies."),
            tuple({"k": k, "times": t} for k, t in ((2, "twice"), (3, "three times"), (4, "four times"))), _repeat, keys=("k",)),
-    Family("word_rule", ("{say}", "{say2}", "{say3}"), (
-        {"rule": "capitalize", "say": "Capitalize the given word: make its first letter upper case.",
-         "say2": "Write the word with a capital first letter.", "say3": "Start the word with a capital letter."},
-        {"rule": "double_letters", "say": "Write every letter of the given word twice.",
-         "say2": "Double each letter of the word.", "say3": "Repeat each character of the word once more."},
-        {"rule": "sort_letters", "say": "Sort the letters of the given word in alphabetical order.",
-         "say2": "Rearrange the word's letters from a to z.", "say3": "Output the letters of the word sorted alphabetically."},
-        {"rule": "vowels", "say": "Output only the vowels of the given word.",
-         "say2": "Keep the vowels (a, e, i, o, u) of the word and drop the other letters.",
-         "say3": "Write just the vowels that appear in the word, in order."},
-        {"rule": "consonants", "say": "Output only the consonants of the given word.",
-         "say2": "Remove the vowels from the word.", "say3": "Delete every a, e, i, o and u from the word."},
-        {"rule": "spell_out", "say": "Spell the given word with hyphens between its letters.",
-         "say2": "Write the letters of the word separated by dashes.",
-         "say3": "Put a hyphen between each pair of neighbouring letters."},
-        {"rule": "first_and_last", "say": "Output the first and the last letter of the given word.",
-         "say2": "Write the word's first letter followed by its last letter.",
-         "say3": "Join the first and final letters of the word."}), _word_rule, keys=("rule",)),
+    Family("word_rule", SAID, worded("rule", (
+        ("capitalize", "Capitalize the given word: make its first letter upper case.",
+         "Write the word with a capital first letter.", "Start the word with a capital letter."),
+        ("double_letters", "Write every letter of the given word twice.",
+         "Double each letter of the word.", "Repeat each character of the word once more."),
+        ("sort_letters", "Sort the letters of the given word in alphabetical order.",
+         "Rearrange the word's letters from a to z.", "Output the letters of the word sorted alphabetically."),
+        ("vowels", "Output only the vowels of the given word.",
+         "Keep the vowels (a, e, i, o, u) of the word and drop the other letters.",
+         "Write just the vowels that appear in the word, in order."),
+        ("consonants", "Output only the consonants of the given word.",
+         "Remove the vowels from the word.", "Delete every a, e, i, o and u from the word."),
+        ("spell_out", "Spell the given word with hyphens between its letters.",
+         "Write the letters of the word separated by dashes.",
+         "Put a hyphen between each pair of neighbouring letters."),
+        ("first_and_last", "Output the first and the last letter of the given word.",
+         "Write the word's first letter followed by its last letter.",
+         "Join the first and final letters of the word."))), _word_rule, keys=("rule",)),
     Family("count_letter", ("Count how many times the letter {x} appears in the given word.",
                             "How many '{x}' letters does the word have? Answer with a number.",
                             "Output the number of occurrences of {x} in the word."),
@@ -293,37 +302,35 @@ FAMILIES: tuple[Family, ...] = (
         + [{"op": "remainder", "k": k, "Verb": "Divide", "how": f"by {k}, keep the remainder,",
             "what": f"modulo {k} (the remainder after dividing by {k})", "what2": f"the number mod {k}"}
            for k in range(2, 8)]), _arith, keys=("op", "k"), level="number"),
-    Family("digits", ("{say}", "{say2}", "{say3}"), (
-        {"rule": "digit_sum", "say": "Add up the digits of the given number.", "say2": "Output the sum of the number's digits.",
-         "say3": "What do the digits of the number add up to?"},
-        {"rule": "last_digit", "say": "Output the last digit of the given number.", "say2": "Write the number's final digit.",
-         "say3": "Which digit does the number end with?"},
-        {"rule": "first_digit", "say": "Output the first digit of the given number.",
-         "say2": "Write the leading digit of the number.", "say3": "Which digit does the number start with?"},
-        {"rule": "reverse_digits", "say": "Write the digits of the given number in reverse order.",
-         "say2": "Reverse the number digit by digit.", "say3": "Output the number read backwards."},
-        {"rule": "square", "say": "Output the square of the given number.", "say2": "Multiply the number by itself.",
-         "say3": "Compute the number squared."},
-        {"rule": "number_word", "say": "Write the given number as an English word.",
-         "say2": "Spell the number out in letters.", "say3": "Output the English name of the number."},
-        {"rule": "count_digits", "say": "Output how many digits the given number has.",
-         "say2": "Count the digits of the number.", "say3": "How many digits long is the number?"}),
+    Family("digits", SAID, worded("rule", (
+        ("digit_sum", "Add up the digits of the given number.", "Output the sum of the number's digits.",
+         "What do the digits of the number add up to?"),
+        ("last_digit", "Output the last digit of the given number.", "Write the number's final digit.",
+         "Which digit does the number end with?"),
+        ("first_digit", "Output the first digit of the given number.",
+         "Write the leading digit of the number.", "Which digit does the number start with?"),
+        ("reverse_digits", "Write the digits of the given number in reverse order.",
+         "Reverse the number digit by digit.", "Output the number read backwards."),
+        ("square", "Output the square of the given number.", "Multiply the number by itself.",
+         "Compute the number squared."),
+        ("number_word", "Write the given number as an English word.",
+         "Spell the number out in letters.", "Output the English name of the number."),
+        ("count_digits", "Output how many digits the given number has.",
+         "Count the digits of the number.", "How many digits long is the number?"))),
            _digits, keys=("rule",), level="number"),
-    Family("two_numbers", ("{say}", "{say2}", "{say3}"), (
-        {"rule": "difference", "say": "Subtract the second number from the first.",
-         "say2": "Output the first number minus the second.", "say3": "Compute the difference a - b of the two numbers."},
-        {"rule": "product", "say": "Multiply the two given numbers.", "say2": "Output the product of the two numbers.",
-         "say3": "What is the first number times the second?"},
-        {"rule": "smaller", "say": "Output the smaller of the two given numbers.", "say2": "Which of the two numbers is lower?",
-         "say3": "Write the minimum of the two numbers."},
-        {"rule": "mean", "say": "Output the average of the two given numbers.", "say2": "Compute the mean of the two numbers.",
-         "say3": "What number lies exactly halfway between the two?"},
-        {"rule": "concat", "say": "Write the two given numbers next to each other as one number.",
-         "say2": "Join the two numbers without a space.", "say3": "Glue the second number onto the end of the first."}),
+    Family("two_numbers", SAID, worded("rule", (
+        ("difference", "Subtract the second number from the first.",
+         "Output the first number minus the second.", "Compute the difference a - b of the two numbers."),
+        ("product", "Multiply the two given numbers.", "Output the product of the two numbers.",
+         "What is the first number times the second?"),
+        ("smaller", "Output the smaller of the two given numbers.", "Which of the two numbers is lower?",
+         "Write the minimum of the two numbers."),
+        ("mean", "Output the average of the two given numbers.", "Compute the mean of the two numbers.",
+         "What number lies exactly halfway between the two?"),
+        ("concat", "Write the two given numbers next to each other as one number.",
+         "Join the two numbers without a space.", "Glue the second number onto the end of the first."))),
            _two_numbers, twin="sum_two_numbers", keys=("rule",), level="number"),
-    Family("word_list_op", ("{say}", "{say2}", "{say3}"), tuple(
-        {"op": op, "say": s1, "say2": s2, "say3": s3}
-        for op, s1, s2, s3 in (
+    Family("word_list_op", SAID, worded("op", (
             ("first", "Output the first word of the list.", "Which item comes first in the list?", "Copy the list's first entry."),
             ("last", "Output the last word of the list.", "Which item comes last in the list?", "Copy the final entry of the list."),
             ("second", "Output the second word of the list.", "Which item is in position two?", "Copy the list's second entry."),
@@ -337,9 +344,7 @@ FAMILIES: tuple[Family, ...] = (
              "Output the list in upper case."),
             ("initials", "Output the first letters of the words in the list, joined.", "Write the initials of the items.",
              "Join the first letter of each entry into one string."))), _word_list_op, keys=("op",), level="list"),
-    Family("number_list_op", ("{say}", "{say2}", "{say3}"), tuple(
-        {"op": op, "say": s1, "say2": s2, "say3": s3}
-        for op, s1, s2, s3 in (
+    Family("number_list_op", SAID, worded("op", (
             ("sum", "Add up the numbers in the list.", "Output the total of all the numbers.", "What do the numbers sum to?"),
             ("max", "Output the largest number in the list.", "Which number in the list is the biggest?",
              "Write the maximum of the numbers."),

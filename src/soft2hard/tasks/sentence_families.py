@@ -12,7 +12,18 @@ from itertools import combinations
 
 from soft2hard.tasks.categories import categories
 from soft2hard.tasks.compositional import Family
-from soft2hard.tasks.families import N_EXAMPLES, YN, balanced, labels_of, mapped, or_list, sample, yes_no
+from soft2hard.tasks.families import (
+    N_EXAMPLES,
+    SAID,
+    YN,
+    balanced,
+    labels_of,
+    mapped,
+    or_list,
+    sample,
+    worded,
+    yes_no,
+)
 
 
 def _membership(rng, p):
@@ -139,19 +150,19 @@ FAMILIES: tuple[Family, ...] = (
                             "Put the word into one of the groups {choices}.",
                             "Answer with the category of the word ({choices})."),
            _label_sets("comp-category-set", 250, (3, 4)), _category_set, labels_of),
-    Family("sentence_op", ("{say}", "{say2}", "{say3}"), (
-        {"op": "first_word", "say": "Output the first word of the sentence.", "say2": "Which word does the sentence start with?",
-         "say3": "Copy only the opening word of the sentence."},
-        {"op": "last_word", "say": "Output the last word of the sentence, without punctuation.",
-         "say2": "Which word does the sentence end with?", "say3": "Copy only the final word of the sentence."},
-        {"op": "third_word", "say": "Output the third word of the sentence.", "say2": "Which word is in position three?",
-         "say3": "Copy the sentence's third word."},
-        {"op": "count_words", "say": "Count the words in the sentence.", "say2": "How many words does the sentence have?",
-         "say3": "Output the number of words in the sentence."},
-        {"op": "upper", "say": "Rewrite the sentence in capital letters.", "say2": "Upper-case the whole sentence.",
-         "say3": "Output the sentence with every letter capitalised."},
-        {"op": "longest_word", "say": "Output the longest word of the sentence.",
-         "say2": "Which word in the sentence has the most letters?", "say3": "Pick the longest word in the sentence."}),
+    Family("sentence_op", SAID, worded("op", (
+        ("first_word", "Output the first word of the sentence.", "Which word does the sentence start with?",
+         "Copy only the opening word of the sentence."),
+        ("last_word", "Output the last word of the sentence, without punctuation.",
+         "Which word does the sentence end with?", "Copy only the final word of the sentence."),
+        ("third_word", "Output the third word of the sentence.", "Which word is in position three?",
+         "Copy the sentence's third word."),
+        ("count_words", "Count the words in the sentence.", "How many words does the sentence have?",
+         "Output the number of words in the sentence."),
+        ("upper", "Rewrite the sentence in capital letters.", "Upper-case the whole sentence.",
+         "Output the sentence with every letter capitalised."),
+        ("longest_word", "Output the longest word of the sentence.",
+         "Which word in the sentence has the most letters?", "Pick the longest word in the sentence."))),
            _sentence_op, keys=("op",), level="sentence"),
     Family("sentence_test", ("Reply {yes} if the sentence {cond}; reply {no} if it does not.",
                              "Does this sentence {cond2}? Answer {yes} or {no}.",
