@@ -1,4 +1,4 @@
-"""Distil instructions into soft prompts on SmolLM2 and print fidelity next to the no-prompt baseline.
+"""Distil instructions into soft prompts on SmolLM2 and print faithfulness next to the no-prompt baseline.
 
 Each generated task's own description (which states the rule) is the teacher prompt; the task supplies inputs.
 Usage: python scripts/distill_table.py --out runs/distill --steps 80 gen/plural gen/antonym ...
@@ -36,7 +36,7 @@ def main() -> None:
             cfg = TuningConfig(n_tokens=args.tokens, steps=args.steps, eval_every=args.steps, seed=0,
                                objective="distill", teacher_prompt=task.description, max_test_examples=60)
             m = tune(lm, task, cfg, run, resume=True, progress=False).metrics
-        f, f0 = m["fidelity"], m["fidelity_no_prompt"]
+        f, f0 = m["faithfulness"], m["faithfulness_no_prompt"]
         print(f"| {task.description} | `{name}` | {f0['agreement']:.3f} | {f['agreement']:.3f} | "
               f"{f0['mean_kl']:.3f} | {f['mean_kl']:.3f} | {m['n_test']} |", flush=True)
 

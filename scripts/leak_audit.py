@@ -30,7 +30,7 @@ def _cell(stats: dict | None, metric: str) -> str:
 
 
 def restate(rows: list[dict], clean: set[str]) -> None:
-    from soft2hard.interpret.translator_eval import summarize
+    from soft2hard.interpret.comparison import summarize
 
     published, restated = summarize(rows), summarize([r for r in rows if r["task"] in clean])
     for kind, methods in published.items():

@@ -31,9 +31,9 @@ def main() -> None:
     for sweep in args.sweeps:
         for run in sorted(sweep.glob("w_*/result.json"), key=lambda f: float(f.parent.name[2:])):
             result = json.loads(run.read_text())
-            lam = result["perplexity_weight"]
+            lam = result["weight"]
             history = [h | {"task_reward_mean": h["reward_mean"] + lam * h["log_perplexity_mean"]}
-                       for h in result["history"]]
+                       for h in result["training"]]
             for step, reward, log_ppl in blocks(history, args.block):
                 print(f"| {result['task']} | {lam:g} | {step - args.block + 1}-{step} | {reward:.3f} | {log_ppl:.2f} |")
 

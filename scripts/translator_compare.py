@@ -17,7 +17,7 @@ from pathlib import Path
 from soft2hard.dod.manifest import Manifest
 from soft2hard.metrics import mean_and_std, rouge_l_score
 
-BASELINES = ("projection", "inspect_label_free")
+BASELINES = ("projection", "inspect")
 METRICS = ("rouge_l", "cosine")
 
 

@@ -45,8 +45,15 @@ def test_server_restart_mid_evaluation_sends_no_duplicate_request(server, tmp_pa
         target(server, tmp_path, concurrency=1).complete(PROMPTS, max_tokens=6)
     server.start()
     rerun = target(server, tmp_path)
-    assert rerun.complete(PROMPTS, max_tokens=6) == reference
+    answers = rerun.complete(PROMPTS, max_tokens=6)
     assert rerun.stats.requests == 3 and rerun.stats.cache_hits == 3  # only the unfinished half is requested
+    # The finished half comes back from the cache as it was. The other half is not compared with `reference`:
+    # llama-cpp-python reuses the KV of the previous request's common prefix ("Input: "), so a fresh server's
+    # floats differ from a warm one's, and on an AVX-512 build that flipped a greedy token ('tree': ' 10000'
+    # vs ' 1.0').
+    assert answers[:3] == reference[:3] and all(isinstance(a, str) for a in answers)
+    again = target(server, tmp_path)
+    assert again.complete(PROMPTS, max_tokens=6) == answers and again.stats.requests == 0
 
 
 def test_chat_mode_and_bad_endpoint(server, tmp_path):

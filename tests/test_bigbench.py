@@ -98,7 +98,7 @@ def test_conversion_and_descriptions(tmp_path: Path, fake_sdist: Path) -> None:
     cache = tmp_path / "cache"
     ensure_bigbench(cache, sdist_path=fake_sdist)
     plain = get_task("bigbench/plural_like", cache_dir=cache)
-    assert plain.kind == "generation" and plain.source == "bigbench"
+    assert plain.answer_type == "generation" and plain.source == "bigbench"
     assert plain.examples[0].input == "word0" and plain.examples[1].target == "words1"
     assert (plain.description, plain.description_source) == ("Pluralize the word.", "description")
 
@@ -184,7 +184,7 @@ def test_registry_downloads_on_first_bigbench_listing(tmp_path: Path, fake_sdist
     assert {s["source"] for s in listed} == {"bigbench"}
     for summary in listed:
         task = get_task(summary["name"], cache_dir=cache)
-        assert (task.kind, len(task.examples)) == (summary["kind"], summary["n_examples"])
+        assert (task.answer_type, len(task.examples)) == (summary["answer_type"], summary["n_examples"])
     everything = [s["name"] for s in list_tasks(cache_dir=cache)]
     assert "gen/first_letter" in everything and "bigbench/mc_task" in everything
     assert calls == [cache]
@@ -224,7 +224,7 @@ def _check_real(cache: Path) -> None:
     names = {s["name"] for s in list_tasks("bigbench", cache_dir=cache)}
     assert len(names) > 900
     plural = get_task("bigbench/linguistic_mappings/plural_json", cache_dir=cache)
-    assert plural.kind == "generation" and len(plural.examples) > 1000
+    assert plural.answer_type == "generation" and len(plural.examples) > 1000
     assert any(ex.input == "child" and ex.target == "children" for ex in plural.examples)
     snarks = get_task("bigbench/snarks", cache_dir=cache)
     assert snarks.labels == ("(a)", "(b)")

@@ -80,8 +80,8 @@ def test_tasks_list_json_contract(capsys):
     rows = json.loads(out)
     assert len(rows) >= 10
     for row in rows:
-        assert {"name", "source", "kind", "n_examples"} <= set(row)
-        assert row["kind"] in ("generation", "classification")
+        assert {"name", "source", "answer_type", "n_examples"} <= set(row)
+        assert row["answer_type"] in ("generation", "classification")
     code, out, _ = run_cli(capsys, "tasks", "show", rows[0]["name"])
     assert code == 0 and "description" in out
 

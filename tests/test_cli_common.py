@@ -2,11 +2,13 @@
 stdout pipe and transformers' FutureWarnings (audit issue 19, items 2, 3 and 5)."""
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
 import types
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -228,3 +230,66 @@ def test_cli_silences_transformers_future_warnings(capsys):
         capsys.readouterr()
     assert [str(w.message) for w in caught if w.category is FutureWarning] == ["an unrelated deprecation"]
 
+
+
+# --- options generated from the config dataclasses (issue 20, item 5) ---------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+    count: int = dataclasses.field(default=3, metadata={"help": "how many"})
+    rate: float = dataclasses.field(default=0.5, metadata={"help": "share in %"})
+    name: str | None = dataclasses.field(default=None, metadata={"help": "a name"})
+    parts: tuple[str, ...] = dataclasses.field(default=("a", "b"), metadata={"help": "comma-separated parts"})
+    where: Path | None = dataclasses.field(default=None, metadata={"help": "a folder (default: none)"})
+    layers: tuple[int, ...] | None = dataclasses.field(default=None, metadata={"help": "layers"})
+
+
+def test_config_options_take_type_default_and_help_from_the_fields(capsys):
+    from soft2hard.cli.common import ConfigOptions, Parser
+
+    opts = ConfigOptions(_Cfg, ("count", "rate", "name", "parts", "where", "layers"), flags={"count": "n"},
+                         parsers={"layers": lambda text: tuple(int(x) for x in text.split(","))})
+    p = Parser(prog="t")
+    opts.add_to(p)
+    assert opts.config(p.parse_args([])) == _Cfg()
+    got = opts.config(p.parse_args(["--n", "4", "--rate", "0.25", "--parts", "x, y,", "--where", "d",
+                                    "--layers", "1,2"]))
+    assert got == _Cfg(count=4, rate=0.25, parts=("x", "y"), where=Path("d"), layers=(1, 2))
+    with pytest.raises(SystemExit):
+        p.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "how many (default 3)" in text and "share in % (default 0.5)" in text and "(default a,b)" in text
+    assert "a folder (default: none)" in text and "a name (default" not in text  # no default shown twice or None
+    assert opts.config(p.parse_args([]), count=9).count == 9  # a given field wins, even when not an option
+    with pytest.raises(TypeError, match="no field"):
+        ConfigOptions(_Cfg, ("count", "nope"))
+
+
+def test_the_commands_defaults_are_the_configs_defaults():
+    from soft2hard.cli import evaluate as cli_evaluate
+    from soft2hard.cli.common import tuning_options
+    from soft2hard.evaluation import EvalConfig, TargetsConfig
+    from soft2hard.tuning import TuningConfig
+
+    tune = build_parser().parse_args(["tune", "--out", "o"])
+    assert tuning_options().config(tune) == TuningConfig()
+    many = build_parser().parse_args(["tune-many", "--tasks", "gen/plural", "--out", "o"])
+    assert not hasattr(many, "seed") and tuning_options().config(many, seed=2) == TuningConfig(seed=2)
+    ev = build_parser().parse_args(["evaluate", "--tasks", "gen/plural", "--out", "o"])
+    assert cli_evaluate.eval_options().config(ev) == EvalConfig()
+    local, api = cli_evaluate.targets_options()
+    assert TargetsConfig(**local.values(ev), **api.values(ev)) == TargetsConfig()
+    ev = build_parser().parse_args(["evaluate", "--tasks", "t", "--out", "o", "--conditions", "zero_shot,few_shot"])
+    assert cli_evaluate.eval_options().config(ev).conditions == ("zero_shot", "few_shot")
+    # every option help comes from the field's metadata
+    helps = {a.dest: a.help for a in PARSERS[("evaluate",)]._actions}
+    for f in dataclasses.fields(EvalConfig):
+        assert helps[f.name].startswith(f.metadata["help"]), f.name
+
+
+def test_a_missing_teacher_prompt_file_is_a_one_line_error(tmp_path, capsys):
+    assert main(["tune", "--task", "gen/plural", "--out", str(tmp_path / "o"), "--objective", "distill",
+                 "--teacher-prompt", f"@{tmp_path / 'missing.txt'}"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: cannot read teacher prompt file {tmp_path / 'missing.txt'}: " \
+                                              "FileNotFoundError"

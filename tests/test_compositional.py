@@ -42,7 +42,7 @@ def test_at_least_1000_tasks_with_three_instructions_each():
             assert collections.Counter(e.target for e in task.examples).keys() == set(task.labels), name
             for label in task.labels:  # an instruction that names the labels is what the translator should write
                 assert any(label in t for t in texts), (name, label)
-        kinds[task.kind] += 1
+        kinds[task.answer_type] += 1
         kinds[task.metadata["level"]] += 1
     assert kinds["classification"] >= 300 and kinds["generation"] >= 250
     assert kinds["sentence"] >= 150  # sentence-level inputs, not only single words

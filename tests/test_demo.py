@@ -75,6 +75,18 @@ def test_demo_cli_passes_its_options(monkeypatch, tmp_path):
     assert {k: seen.get(k) for k in expected} == expected
 
 
+def test_demo_cli_takes_a_translator_and_a_profile(monkeypatch, tmp_path):
+    """``--translator``/``--profile`` reach run_demo (the shipped interpreters when they are not given)."""
+    import soft2hard.demo
+
+    seen = {}
+    monkeypatch.setattr(soft2hard.demo, "run_demo", lambda **kw: seen.update(kw))
+    assert main(["demo", "--translator", str(tmp_path / "tr"), "--profile", str(tmp_path / "p.json")]) == 0
+    assert (seen["translator"], seen["profile"]) == (tmp_path / "tr", tmp_path / "p.json")
+    assert main(["demo"]) == 0
+    assert (seen["translator"], seen["profile"]) == (None, None)
+
+
 @pytest.mark.slow
 def test_demo_cli_on_builtin_models(tmp_path, capsys, cache_dir):
     """The README's first command through the CLI, on SmolLM2 -> Gemma3 with the shipped interpreters."""

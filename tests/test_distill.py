@@ -5,7 +5,7 @@ import torch
 
 import soft2hard.tuning as tuning
 from soft2hard.cli import main
-from soft2hard.distill import distill_loss, fidelity, teacher_context
+from soft2hard.distill import distill_loss, teacher_context, teacher_faithfulness
 from soft2hard.errors import Soft2HardError
 from soft2hard.tasks.base import Example, Task
 from soft2hard.tuning import TuningConfig, tune
@@ -47,7 +47,7 @@ def test_distillation_resumes_exactly(tiny_llama, task, tmp_path, monkeypatch, t
                        distill_max_new_tokens=5)
     full = tune(tiny_llama, task, cfg, tmp_path / "full", progress=False)
     m = full.metrics
-    assert m["objective"] == "distill" and {"agreement", "mean_kl"} <= set(m["fidelity"])
+    assert m["objective"] == "distill" and {"agreement", "mean_kl"} <= set(m["faithfulness"])
     assert full.prompt.metadata["teacher_prompt"] == TEACHER
     interrupt_on_call(monkeypatch, tuning, "distill_loss", 4)
     with pytest.raises(KeyboardInterrupt):
@@ -62,7 +62,7 @@ def test_training_reduces_kl(tiny_llama, task, tmp_path):
                        max_test_examples=6, objective="distill", teacher_prompt=TEACHER)
     m = tune(tiny_llama, task, cfg, tmp_path / "run", progress=False).metrics
     assert sum(m["losses"][-5:]) < sum(m["losses"][:5])
-    assert fidelity(tiny_llama, None, TEACHER, task, task.examples[:4])["mean_kl"] >= 0
+    assert teacher_faithfulness(tiny_llama, None, TEACHER, task, task.examples[:4])["mean_kl"] >= 0
 
 
 def test_distill_needs_teacher_prompt():
@@ -78,7 +78,7 @@ def test_cli_teacher_prompt_file(tmp_path, tiny_llama_dir, capsys):
                  "--teacher-prompt", f"@{tmp_path / 'teacher.txt'}", "--tokens", "3", "--steps", "2",
                  "--eval-every", "2", "--out", str(tmp_path / "run"), "--quiet"])
     out = capsys.readouterr().out
-    assert code == 0 and "distillation fidelity" in out
+    assert code == 0 and "distillation faithfulness" in out
     code = main(["tune", "--task", "gen/first_letter", "--objective", "distill", "--teacher-prompt",
                  f"@{tmp_path / 'missing.txt'}", "--out", str(tmp_path / "r2")])
     err = capsys.readouterr().err
@@ -113,7 +113,7 @@ def test_cli_inputs_alias_and_teacher_targets(tmp_path, tiny_llama_dir, capsys):
     code = main(["tune", "--model", str(tiny_llama_dir), "--inputs", "gen/first_letter", "--objective", "distill",
                  "--teacher-prompt", "Give the first letter.", "--distill-targets", "teacher", "--tokens", "3",
                  "--steps", "2", "--eval-every", "2", "--out", str(tmp_path / "run"), "--quiet"])
-    assert code == 0 and "distillation fidelity" in capsys.readouterr().out
+    assert code == 0 and "distillation faithfulness" in capsys.readouterr().out
     code = main(["tune", "--model", str(tiny_llama_dir), "--objective", "distill", "--teacher-prompt", "x",
                  "--out", str(tmp_path / "r2")])
     assert code == 2 and "--inputs" in capsys.readouterr().err

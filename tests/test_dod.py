@@ -71,7 +71,7 @@ def test_references_prefer_informative_fields():
 
 def test_category_tasks():
     task = get_task("cat/fruit-animal-tool")
-    assert task.labels == ("fruit", "animal", "tool") and task.kind == "classification"
+    assert task.labels == ("fruit", "animal", "tool") and task.answer_type == "classification"
     assert {ex.target for ex in task.examples} == {"fruit", "animal", "tool"}
     with pytest.raises(Soft2HardError, match="unknown category"):
         get_task("cat/fruit-spaceship")
@@ -226,7 +226,7 @@ def test_distilled_kind_compresses_each_general_reference(tmp_path, tiny_llama_d
         assert t.reference == source.reference and t.split == source.split and t.labels is None
         metrics = json.loads((run_dir(tmp_path / "d", t.name, 0) / "metrics.json").read_text())
         assert metrics["objective"] == "distill" and metrics["teacher_prompt"] == source.reference
-        assert "fidelity" in metrics
+        assert "faithfulness" in metrics
 
 
 def test_extra_instructions_are_distilled_on_a_general_tasks_inputs_in_its_split(tmp_path, tiny_llama_dir,

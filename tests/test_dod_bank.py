@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+from soft2hard import atomic
 from soft2hard.dod import bank as banks
 from soft2hard.dod import plan as planning
 from soft2hard.dod.build import build, finished_job_entries, is_finished
@@ -60,6 +61,9 @@ def test_shards_are_append_only_and_hold_each_job_once(grown):
     assert len(jobs) == len(set(jobs)) == 5  # 2 training tasks x 2 seeds + 1 held-out task x 1 seed
     assert len(banks._read_shard(first)) == 2
     assert _append(out, bank) is None  # nothing new: no empty shard
+    from soft2hard.provenance import provenance
+
+    assert atomic.read_json(first)["provenance"] == provenance()  # each shard records the software that wrote it
 
 
 def test_sharded_bank_loads_as_the_builds_manifest_in_fp16(grown):

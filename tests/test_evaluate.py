@@ -164,8 +164,8 @@ def test_a_folder_from_before_a_setting_existed_resumes_at_its_default(tmp_path)
     old = {k: v for k, v in settings.items() if not k.startswith("rlprompt_")}
     (tmp_path / "settings.json").write_text(json.dumps(old))
     run.check_settings(tmp_path, settings)  # no error
-    changed = {**settings, "rlprompt_lambda": 0.5}
-    with pytest.raises(Soft2HardError, match="other settings .rlprompt_lambda"):
+    changed = {**settings, "rlprompt_weight": 0.5}
+    with pytest.raises(Soft2HardError, match="other settings .rlprompt_weight"):
         run.check_settings(tmp_path, changed)
 
 
@@ -190,13 +190,13 @@ def test_rlprompt_condition_is_optimized_on_the_source_and_refuses_generation_ta
     source = SourceSide(str(tiny_llama_dir), tmp_path, device="cpu", progress=False)
     target = LazyTarget("local:gemma", lambda: LocalTarget(load_model(str(tiny_gemma_dir), device="cpu")))
     cfg = EvalConfig(conditions=("rlprompt",), max_examples=3, faithfulness_examples=2, rlprompt_steps=2,
-                     rlprompt_lambda=0.2)
+                     rlprompt_weight=0.2)
     rows = evaluate(items, source, model, [target], cfg, tmp_path / "ev", progress=False)
     assert [(r["task"], r["condition"]) for r in rows] == [("cat/fruit-animal", "rlprompt")]
     run_dir = tmp_path / "ev" / "rlprompt" / slug("cat/fruit-animal")
     result = json.loads((run_dir / "result.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
-    assert (config["steps"], config["perplexity_weight"], config["seed"]) == (2, 0.2, items[0].split_seed)
+    assert (config["steps"], config["weight"], config["seed"]) == (2, 0.2, items[0].split_seed)
     text = json.loads((tmp_path / "ev" / "texts.json").read_text())["cat/fruit-animal"]["texts"]["rlprompt"]
     assert text["text"] == result["text"] == rows[0]["instruction"] and text["ids"] == result["ids"]
     assert rows[0]["perplexity"] > 0 and 0 <= rows[0]["faithfulness"] <= 1 and 0 <= rows[0]["score"] <= 1
@@ -204,8 +204,8 @@ def test_rlprompt_condition_is_optimized_on_the_source_and_refuses_generation_ta
     _, mixed = from_dod(tiny_dod, ["all"], cache_dir=tmp_path)
     with pytest.raises(Soft2HardError, match="rlprompt condition needs classification tasks; gen/"):
         evaluate(mixed, source, model, [target], cfg, tmp_path / "mixed", progress=False)
-    with pytest.raises(Soft2HardError, match="rlprompt_lambda"):
-        EvalConfig(rlprompt_lambda=-1.0)
+    with pytest.raises(Soft2HardError, match="rlprompt_weight"):
+        EvalConfig(rlprompt_weight=-1.0)
 
 
 def _cli(*args):

@@ -614,7 +614,7 @@ def test_tuning_config_never_crashes(kwargs):
 
 
 PEZ_GOOD = {"n_tokens": [1, 10], "steps": [1, 200], "batch_size": [8], "lr": [0.3, 1], "grad_clip": [1.0],
-            "fluency_weight": [0.0, 0.5, 1], "init": ["labels", "vocab"], "seed": [0, 3], "eval_every": [50],
+            "weight": [0.0, 0.5, 1], "init": ["labels", "vocab"], "seed": [0, 3], "eval_every": [50],
             "max_eval_examples": [64], "max_test_examples": [200], "max_train_examples": [None, 100],
             "eval_batch_size": [16]}
 
@@ -626,12 +626,12 @@ def test_pez_config_never_crashes(kwargs):
     if cfg is not None:
         _assert_sane_config(cfg, ("n_tokens", "steps", "batch_size", "seed", "eval_every", "max_eval_examples",
                                   "max_test_examples", "eval_batch_size"),
-                            ("lr", "grad_clip", "fluency_weight"), ("max_train_examples",), ("init",), ())
+                            ("lr", "grad_clip", "weight"), ("max_train_examples",), ("init",), ())
 
 
-RLPROMPT_GOOD = {"prompt_length": [1, 5], "steps": [1, 150], "samples_per_step": [2, 8], "batch_size": [16],
+RLPROMPT_GOOD = {"n_tokens": [1, 5], "steps": [1, 150], "samples_per_step": [2, 8], "batch_size": [16],
                  "lr": [1e-4], "mlp_hidden": [256], "target_update": [0.01, 1], "correct_coef": [2.0],
-                 "incorrect_coef": [1.8], "perplexity_weight": [0.0, 0.3], "reward_scale": [1.0, 5],
+                 "incorrect_coef": [1.8], "weight": [0.0, 0.3], "reward_scale": [1.0, 5],
                  "sql_loss": ["single_step", "path"], "top_k": [None, 256], "eval_every": [50], "seed": [0, 3],
                  "max_eval_examples": [64], "max_test_examples": [200], "max_train_examples": [None, 100],
                  "eval_batch_size": [16]}
@@ -642,9 +642,9 @@ RLPROMPT_GOOD = {"prompt_length": [1, 5], "steps": [1, 150], "samples_per_step":
 def test_rlprompt_config_never_crashes(kwargs):
     cfg = load_or_reject(lambda: RLPromptConfig(**kwargs), "")
     if cfg is not None:
-        _assert_sane_config(cfg, ("prompt_length", "steps", "samples_per_step", "batch_size", "mlp_hidden", "seed",
+        _assert_sane_config(cfg, ("n_tokens", "steps", "samples_per_step", "batch_size", "mlp_hidden", "seed",
                                   "eval_every", "max_eval_examples", "max_test_examples", "eval_batch_size"),
-                            ("lr", "target_update", "correct_coef", "incorrect_coef", "perplexity_weight",
+                            ("lr", "target_update", "correct_coef", "incorrect_coef", "weight",
                              "reward_scale"), ("max_train_examples", "top_k"), ("sql_loss",), ())
         assert cfg.samples_per_step >= 2 and 0 < cfg.target_update <= 1 and cfg.reward_scale > 0
 

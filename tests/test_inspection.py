@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from soft2hard.errors import Soft2HardError
-from soft2hard.hooks import block_names, hooked
+from soft2hard.hooks import hooked
 from soft2hard.interpret.inspection import (
     InspectConfig,
     continuation_logprobs,
@@ -46,7 +46,7 @@ def test_source_states_match_output_hidden_states(tiny_llama):
 
 
 def test_hooks_are_removed_on_error(tiny_llama):
-    names = block_names(tiny_llama.model)
+    names = tiny_llama.block_names()
     before = _hook_count(tiny_llama.model)
 
     def boom(t, *, name):
@@ -63,7 +63,7 @@ def test_hooks_are_removed_on_error(tiny_llama):
 
 
 def test_hook_replacement_and_input_hooks(tiny_llama):
-    names = block_names(tiny_llama.model)
+    names = tiny_llama.block_names()
     ids = torch.tensor([[5, 6, 7]])
     model = tiny_llama.model
     with torch.no_grad():

@@ -163,15 +163,15 @@ def test_from_dod_heldout_takes_only_clean_tasks(tmp_path, caplog):
 
 
 def test_translator_eval_leaves_leaking_heldout_tasks_out(tmp_path, tiny_llama_dir, caplog):
+    from soft2hard.interpret.comparison import compare_interpreters
     from soft2hard.interpret.selection import Profile
-    from soft2hard.interpret.translator_eval import evaluate_translator
 
     m = _leaky_manifest(tmp_path / "d")
     m.model = str(tiny_llama_dir)
     Profile(model=str(tiny_llama_dir), pairs=[(1, 1)], metric="rouge_l", n_prompts=0,
             inspect={"max_new_tokens": 4}).save(tmp_path / "p.json")
     with caplog.at_level(logging.WARNING):
-        rows, summary = evaluate_translator(m, None, tmp_path, device="cpu", progress=False,
+        rows, summary = compare_interpreters(m, None, tmp_path, device="cpu", progress=False,
                                             methods=("projection",), profile_path=tmp_path / "p.json")
     assert sorted({r["task"] for r in rows}) == ["cat/bird-city", "gen/next_number"]
     assert summary["classification"]["projection"]["n"] == 1

@@ -17,7 +17,6 @@ from soft2hard.metrics import (
     label_precision,
     mean_and_std,
     pearson,
-    porter_stem,
     register_metric,
     rouge_l,
     rouge_l_score,
@@ -25,14 +24,6 @@ from soft2hard.metrics import (
 )
 
 # ---------------------------------------------------------------- ROUGE-L
-
-# nltk 3.10.4 PorterStemmer().stem(word), which rouge-score 0.1.2 uses.
-NLTK_STEMS = {
-    "caresses": "caress", "ponies": "poni", "dies": "die", "agreed": "agre", "feed": "feed", "hopping": "hop",
-    "filing": "file", "happy": "happi", "enjoy": "enjoy", "relational": "relat", "generalizations": "gener",
-    "skies": "sky", "dying": "die", "controlling": "control", "electrical": "electr", "running": "run",
-    "sensibility": "sensibl", "analogously": "analog", "positively": "posit", "classification": "classif",
-}
 
 # rouge_score 0.1.2: RougeScorer(["rougeL"], use_stemmer=True).score(reference, prediction)["rougeL"].fmeasure
 ROUGE_REFERENCE = [
@@ -45,9 +36,30 @@ ROUGE_REFERENCE = [
 ]
 
 
-@pytest.mark.parametrize("word", sorted(NLTK_STEMS))
-def test_porter_stem_matches_nltk(word):
-    assert porter_stem(word) == NLTK_STEMS[word]
+# Pairs for comparing with rouge-score's own scorer: stemming (irregular words, Porter steps), punctuation,
+# numbers, unicode (non-[a-z0-9] become spaces), empty / token-free sides, repeated words.
+SCORER_PAIRS = [p[:2] for p in ROUGE_REFERENCE] + [
+    ("caresses ponies dies agreed feed hopping filing happy", "caress poni die agre feed hop file happi"),
+    ("relational generalizations skies dying controlling", "relate general sky die control electrical"),
+    ("sensibility analogously positively classification", "sensible analog positive classify"),
+    ("Café naïve résumé", "caf na ve r sum"),
+    ("3-digit multiplication: 123 x 456", "Multiply two 3 digit numbers"),
+    ("", ""),
+    ("...", "!!!"),
+    ("the the the cat", "the cat the"),
+    ("Output the plural form of the noun.", "Give the plural of each noun"),
+]
+
+
+def test_rouge_l_equals_rouge_score_scorer():
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    expected = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in SCORER_PAIRS]
+    got = rouge_l([p for p, _ in SCORER_PAIRS], [r for _, r in SCORER_PAIRS])
+    assert got == pytest.approx(expected, abs=1e-12)
+    assert all(type(v) is float for v in got)
+    assert len(set(got)) > 4  # not all 0 / 1
 
 
 @pytest.mark.parametrize(("prediction", "reference", "expected"), ROUGE_REFERENCE)
@@ -60,6 +72,12 @@ def test_rouge_l_hand_checked():
     assert rouge_l_score("apples and pears", "quantum chromodynamics") == 0.0
     assert rouge_l_score("running dogs", "run dog") == 1.0  # stemming
     assert rouge_l_score("", "anything") == 0.0
+    assert rouge_l_score("...", "!!!") == 0.0  # no tokens on either side
+    assert rouge_l_score("Café", "caf") == 1.0  # non-[a-z0-9] characters split tokens
+    # stems: generalizations -> gener, relational -> relat; "the" is too short to stem
+    assert rouge_l_score("relational generalizations", "relate general") == 1.0
+    # LCS("the the the cat" | "the cat the") = 2 ("the cat" or "the the"): P = 2/4, R = 2/3 -> F = 4/7
+    assert rouge_l_score("the the the cat", "the cat the") == pytest.approx(4 / 7)
     # LCS(the cat sat on the mat | the cat lay on a mat) = "the cat on mat" = 4 of 6 tokens each side
     assert rouge_l_score("the cat sat on the mat", "the cat lay on a mat") == pytest.approx(2 / 3)
     # LCS = 2; P = 2/3, R = 2/2 -> F = 0.8

@@ -66,8 +66,8 @@ def test_rlprompt_cost_flags_reach_the_config_and_resume_checks_them(tmp_path, t
 
 
 def test_bad_optimize_input_is_one_line(tmp_path, tiny_llama_dir, capsys):
-    for argv, msg in [(["--sweep", "0,x"], "comma-separated numbers"), (["--weight", "2"], "fluency_weight"),
-                      (["--sweep", "0,1.5"], "fluency_weight"), (["--samples-per-step", "4"], "RLPrompt setting"),
+    for argv, msg in [(["--sweep", "0,x"], "comma-separated numbers"), (["--weight", "2"], "weight"),
+                      (["--sweep", "0,1.5"], "weight"), (["--samples-per-step", "4"], "RLPrompt setting"),
                       (["--top-k", "4"], "RLPrompt setting"), (["--reward-scale", "5"], "RLPrompt setting"),
                       (["--lr", "0"], "lr must be"), (["--batch-size", "0"], "batch_size must be")]:
         code = main(["optimize", "--method", "pez", "--task", "gen/plural", "--out", str(tmp_path / "x"), *argv])

@@ -80,33 +80,33 @@ def test_task_loss_matches_tuning_formatting(tiny_llama, gen_task):
 
 
 def test_run_writes_result_with_ids_and_reproduces(tiny_llama, cls_task, tmp_path):
-    a = optimize_pez(tiny_llama, cls_task, _cfg(fluency_weight=0.5), tmp_path / "a", progress=False)
+    a = optimize_pez(tiny_llama, cls_task, _cfg(weight=0.5), tmp_path / "a", progress=False).to_dict()
     saved = json.loads((tmp_path / "a" / "result.json").read_text())
     assert saved["ids"] == a["ids"] and len(a["ids"]) == 4
     assert tiny_llama.tokenizer.decode(a["ids"], skip_special_tokens=False) == a["text"]
     assert [h["step"] for h in a["history"]] == [2, 4, 6] and len(a["losses"]) == 6
-    assert {"validation_score", "test_score", "perplexity", "degenerate", "fluency_weight"} <= set(a)
-    assert 0.0 <= a["test_score"] <= 1.0 and a["fluency_weight"] == 0.5
-    b = optimize_pez(tiny_llama, cls_task, _cfg(fluency_weight=0.5), tmp_path / "b", progress=False)
+    assert {"validation_score", "test_score", "perplexity", "degenerate", "weight"} <= set(a)
+    assert 0.0 <= a["test_score"] <= 1.0 and a["weight"] == 0.5
+    b = optimize_pez(tiny_llama, cls_task, _cfg(weight=0.5), tmp_path / "b", progress=False).to_dict()
     assert b["ids"] == a["ids"] and b["history"] == a["history"]
     with pytest.raises(Soft2HardError, match="already holds"):
-        optimize_pez(tiny_llama, cls_task, _cfg(fluency_weight=0.5), tmp_path / "a", progress=False)
+        optimize_pez(tiny_llama, cls_task, _cfg(weight=0.5), tmp_path / "a", progress=False)
 
 
 def test_generation_task_and_vocab_init(tiny_llama, gen_task, tmp_path):
-    r = optimize_pez(tiny_llama, gen_task, _cfg(steps=2, init="vocab"), tmp_path / "g", progress=False)
-    assert r["kind"] == "generation" and r["metric"] == "exact_match" and len(r["ids"]) == 4
+    r = optimize_pez(tiny_llama, gen_task, _cfg(steps=2, init="vocab"), tmp_path / "g", progress=False).to_dict()
+    assert r["answer_type"] == "generation" and r["metric"] == "exact_match" and len(r["ids"]) == 4
 
 
 def test_interrupted_run_resumes_bit_identically(tiny_llama, cls_task, tmp_path, monkeypatch):
-    cfg = _cfg(init="vocab", fluency_weight=0.3)
-    full = optimize_pez(tiny_llama, cls_task, cfg, tmp_path / "full", progress=False)
+    cfg = _cfg(init="vocab", weight=0.3)
+    full = optimize_pez(tiny_llama, cls_task, cfg, tmp_path / "full", progress=False).to_dict()
     interrupt_on_call(monkeypatch, pez, "pez_loss", 4)  # after the step-2 checkpoint, mid-way between evals
     with pytest.raises(KeyboardInterrupt):
         optimize_pez(tiny_llama, cls_task, cfg, tmp_path / "crash", progress=False)
     monkeypatch.undo()
     assert not (tmp_path / "crash" / "result.json").exists()
-    resumed = optimize_pez(tiny_llama, cls_task, cfg, tmp_path / "crash", resume=True, progress=False)
+    resumed = optimize_pez(tiny_llama, cls_task, cfg, tmp_path / "crash", resume=True, progress=False).to_dict()
     assert resumed == full
     last = lambda run: pez.load_file(str(runs.checkpoints(tmp_path / run, pez.STATE_NAME)[-1] / pez.TENSORS_NAME))  # noqa: E731
     a, b = last("full"), last("crash")
@@ -114,7 +114,7 @@ def test_interrupted_run_resumes_bit_identically(tiny_llama, cls_task, tmp_path,
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"fluency_weight": 1.5}, "fluency_weight"), ({"fluency_weight": -0.1}, "fluency_weight"),
+    ({"weight": 1.5}, "weight"), ({"weight": -0.1}, "weight"),
     ({"n_tokens": 0}, "n_tokens"), ({"steps": 2.5}, "steps"), ({"lr": 0.0}, "lr"),
     ({"lr": float("nan")}, "lr"), ({"init": "random"}, "init"), ({"grad_clip": -1}, "grad_clip"),
 ])

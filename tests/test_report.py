@@ -34,7 +34,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def _row(task: str, condition: str, model: str, score: float | None) -> dict:
     gen = task != "cls/sentiment"
     text = condition not in ("soft_prompt", "zero_shot", "few_shot")
-    return {"task": task, "kind": "generation" if gen else "classification", "condition": condition,
+    return {"task": task, "answer_type": "generation" if gen else "classification", "condition": condition,
             "model": model, "metric": "rouge_l" if gen else "accuracy", "score": score,
             "exact_match": score if score is not None else None, "rouge_l": score if gen else None, "n": 20,
             "instruction": f"do {task}" if text else None, "perplexity": 12.5 if text else None,
@@ -58,7 +58,7 @@ def make_folder(root: Path, optional: bool = True) -> Path:
                "by_model": {SOURCE: {"soft_prompt": {"mean": 0.8, "std": 0.1, "n_tasks": 3}}}}
     texts = {}
     for task in TASKS:
-        texts[task] = {"kind": "generation", "reference": f"Reference for {task}",
+        texts[task] = {"answer_type": "generation", "reference": f"Reference for {task}",
                        "texts": {"projection": {"text": "plural plural nouns", "perplexity": 310.2,
                                                 "faithfulness": 0.41},
                                  "inspect": {"text": f"make it plural {SCRIPT} {IMG}", "perplexity": 55.0,
@@ -145,6 +145,33 @@ def test_summary_is_computed_from_rows(tmp_path):
     assert "\u2013" in text
     # best cell per row is highlighted (translator has the top score on the target model)
     assert text.count('class="num best"') >= len(TASKS)  # one table per target, soft prompt included
+
+
+def test_seen_in_training_and_provenance_are_shown(tmp_path):
+    """A result whose interpreter saw the task (evaluate's ``seen_in_training``, on the row and on the text) is
+    flagged in its table cell and on its description card; summary.json's provenance is shown in the header."""
+    folder = make_folder(tmp_path / "eval")
+    plain = write_report(folder).read_text(encoding="utf-8")
+    assert "seen in training" not in plain and "written by" not in plain
+    rows = json.loads((folder / "results.json").read_text())
+    for r in rows:
+        if r["task"] == "gen/plural" and r["condition"] == "inspect":
+            r["seen_in_training"] = True
+    (folder / "results.json").write_text(json.dumps(rows))
+    texts = json.loads((folder / "texts.json").read_text())
+    texts["gen/plural"]["texts"]["inspect"]["seen_in_training"] = True
+    (folder / "texts.json").write_text(json.dumps(texts))
+    summary = json.loads((folder / "summary.json").read_text())
+    summary["provenance"] = {"soft2hard": "0.1.0", "git_commit": None, "torch": SCRIPT}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    text = write_report(folder).read_text(encoding="utf-8")
+    row = next(line for line in text.split("<tr>") if line.startswith("<th>gen/plural</th><td"))
+    cells = row.split("<td")[1:]
+    conds = ["soft_prompt", *TARGET_CONDITIONS]
+    assert ['seen in training' in c for c in cells] == [c == "inspect" for c in conds]
+    assert text.count('<span class="seen">seen in training</span>') == 2  # the cell and the card
+    assert "not a held-out score" in text
+    assert "<b>written by:</b> soft2hard 0.1.0, torch " + html.escape(SCRIPT) in text  # None left out, escaped
 
 
 def test_optional_files_absent_and_out(tmp_path):

@@ -37,7 +37,7 @@ def fruit_task() -> Task:
 
 
 def tiny_cfg(**kw) -> RLPromptConfig:
-    base = {"prompt_length": 3, "steps": 4, "samples_per_step": 2, "batch_size": 2, "mlp_hidden": 16,
+    base = {"n_tokens": 3, "steps": 4, "samples_per_step": 2, "batch_size": 2, "mlp_hidden": 16,
             "eval_every": 2, "max_eval_examples": 2, "max_test_examples": 4, "lr": 1e-3}
     return RLPromptConfig(**{**base, **kw})
 
@@ -64,7 +64,7 @@ def test_perplexity_penalty_is_lambda_log_ppl(tiny_llama):
     assert tiny_llama.encode(tiny_llama.decode(ids), special=False) == ids  # round-trips, so text ppl applies
     batch = list(task.examples[:3])
     plain, log_ppl = prompt_rewards(tiny_llama, task, torch.tensor([ids]), batch, tiny_cfg())
-    penalised, _ = prompt_rewards(tiny_llama, task, torch.tensor([ids]), batch, tiny_cfg(perplexity_weight=0.5))
+    penalised, _ = prompt_rewards(tiny_llama, task, torch.tensor([ids]), batch, tiny_cfg(weight=0.5))
     expected = math.log(perplexity(tiny_llama, tiny_llama.decode(ids)))
     assert log_ppl.item() == pytest.approx(expected, rel=1e-4)
     assert (plain - penalised).item() == pytest.approx(0.5 * log_ppl.item(), rel=1e-5)
@@ -110,32 +110,32 @@ def test_path_loss_hand_built():
 def test_path_loss_run_differs_and_is_deterministic(tiny_llama, tmp_path):
     task = fruit_task()
     a = optimize_rlprompt(tiny_llama, task, tiny_cfg(sql_loss="path", reward_scale=5.0), tmp_path / "a",
-                          progress=False)
+                          progress=False).to_dict()
     b = optimize_rlprompt(tiny_llama, task, tiny_cfg(sql_loss="path", reward_scale=5.0), tmp_path / "b",
-                          progress=False)
-    single = optimize_rlprompt(tiny_llama, task, tiny_cfg(), tmp_path / "c", progress=False)
-    assert a["ids"] == b["ids"] and a["history"] == b["history"]
-    assert [h["loss"] for h in a["history"]] != [h["loss"] for h in single["history"]]
+                          progress=False).to_dict()
+    single = optimize_rlprompt(tiny_llama, task, tiny_cfg(), tmp_path / "c", progress=False).to_dict()
+    assert a["ids"] == b["ids"] and a["training"] == b["training"]
+    assert [h["loss"] for h in a["training"]] != [h["loss"] for h in single["training"]]
     assert a["config"]["sql_loss"] == "path" and a["config"]["reward_scale"] == 5.0
 
 
 def test_run_determinism_and_resume(tiny_llama, tmp_path, monkeypatch):
     task = fruit_task()
     cfg = tiny_cfg()
-    a = optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "a", progress=False)
+    a = optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "a", progress=False).to_dict()
     saved = json.loads((tmp_path / "a" / "result.json").read_text())
     assert len(saved["ids"]) == 3 and isinstance(saved["text"], str)
-    assert saved["ids"] == a["ids"] and 0.0 <= saved["test_score"] <= 1.0 and len(saved["history"]) == 4
+    assert saved["ids"] == a["ids"] and 0.0 <= saved["test_score"] <= 1.0 and len(saved["training"]) == 4
     with pytest.raises(Soft2HardError, match="already holds"):
         optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "a", progress=False)
-    b = optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "b", progress=False)
+    b = optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "b", progress=False).to_dict()
     assert b["ids"] == a["ids"]
 
     interrupt_on_call(monkeypatch, rlprompt, "train_step", 4)  # step 3: after the checkpoint at step 2
     with pytest.raises(KeyboardInterrupt):
         optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "c", progress=False)
     monkeypatch.undo()
-    c = optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "c", resume=True, progress=False)
+    c = optimize_rlprompt(tiny_llama, task, cfg, tmp_path / "c", resume=True, progress=False).to_dict()
     strip = lambda r: {k: v for k, v in r.items() if k != "train_seconds"}  # noqa: E731
     assert strip(c) == strip(a)
 
@@ -147,8 +147,8 @@ def test_rejects_generation_task_and_bad_config(tiny_llama, tmp_path):
         optimize_rlprompt(tiny_llama, gen, tiny_cfg(), tmp_path / "g", progress=False)
     with pytest.raises(Soft2HardError, match="samples_per_step"):
         RLPromptConfig(samples_per_step=1)
-    with pytest.raises(Soft2HardError, match="perplexity_weight"):
-        RLPromptConfig(perplexity_weight=-1.0)
+    with pytest.raises(Soft2HardError, match="weight"):
+        RLPromptConfig(weight=-1.0)
     with pytest.raises(Soft2HardError, match="sql_loss must be one of single_step, path"):
         RLPromptConfig(sql_loss="v3")
     with pytest.raises(Soft2HardError, match="reward_scale"):

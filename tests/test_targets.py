@@ -6,7 +6,7 @@ import pytest
 
 from soft2hard.cache import ResponseCache, request_key
 from soft2hard.errors import Soft2HardError
-from soft2hard.targets import APITarget, LocalTarget, is_chat_model_name
+from soft2hard.targets import APITarget, LocalTarget, TargetsConfig, is_chat_model_name, open_targets
 
 
 def test_cache_round_trip_persists_and_is_keyed_by_the_whole_request(tmp_path):
@@ -134,11 +134,65 @@ def test_evaluate_serve_gives_the_api_target_the_servers_identity(tmp_path, monk
         def start(self):
             return self
 
+        def stop(self):
+            stopped.append(self)
+
+    stopped = []
     monkeypatch.setattr(serving, "LlamaServer", FakeServer)
     monkeypatch.setattr(serving, "gguf_path", lambda model, cache_dir=None: f"{model}.gguf")
     args = build_parser().parse_args(["evaluate", "--tasks", "gen/plural", "--out", str(tmp_path), "--target",
                                       "none", "--serve", "gemma3-270m"])
-    servers = []
-    (api,) = cli_evaluate._targets(args, servers)
-    assert api.target.identity == "llama.cpp/gemma3-270m.gguf"
-    assert api.target.request("x", 2, ())["endpoint"].startswith("llama.cpp/gemma3-270m.gguf/")
+    local, api_options = cli_evaluate.targets_options()
+    with open_targets(TargetsConfig(**local.values(args), **api_options.values(args)), tmp_path) as (api,):
+        assert api.target.identity == "llama.cpp/gemma3-270m.gguf"
+        assert api.target.request("x", 2, ())["endpoint"].startswith("llama.cpp/gemma3-270m.gguf/")
+        assert not stopped
+    assert len(stopped) == 1  # the server is stopped on leaving the block
+
+
+def test_targets_config_checks_its_combinations():
+    with pytest.raises(Soft2HardError, match="--serve or --base-url, not both"):
+        TargetsConfig(serve="gemma3-270m", base_url="http://127.0.0.1:1/v1")
+    for half in ({"base_url": "http://127.0.0.1:1/v1"}, {"api_model": "m"}):
+        with pytest.raises(Soft2HardError, match="needs both --base-url and --api-model"):
+            TargetsConfig(**half)
+    with pytest.raises(Soft2HardError, match="api_mode must be one of auto, completion, chat"):
+        TargetsConfig(api_mode="json")
+    assert "secret" not in repr(TargetsConfig(api_key="secret"))
+
+
+def test_open_targets_builds_lazily_and_stops_its_server_on_error(tmp_path, monkeypatch):
+    from soft2hard import models, serving
+
+    loads, events = [], []
+    monkeypatch.setattr(models, "load_model", lambda name, **kw: loads.append((name, kw)) or FakeLM(name))
+
+    class FakeServer:
+        def __init__(self, gguf, log=None, alias=None, **kw):
+            self.base_url, self.alias, self.identity, self.log = "http://127.0.0.1:41004/v1", alias, "id", log
+
+        def start(self):
+            events.append("start")
+            return self
+
+        def stop(self):
+            events.append("stop")
+
+    monkeypatch.setattr(serving, "LlamaServer", FakeServer)
+    monkeypatch.setattr(serving, "gguf_path", lambda model, cache_dir=None: f"{model}.gguf")
+    cfg = TargetsConfig(target="some/model", serve="gemma3-270m", api_cache=tmp_path / "c.sqlite")
+    with pytest.raises(RuntimeError), open_targets(cfg, tmp_path, load={"device": "cpu"}) as targets:
+        assert [t.name for t in targets] == ["local:some/model", "api:gemma3-270m"]
+        assert events == ["start"] and not loads  # nothing is loaded before a completion needs it
+        assert targets[0].target.lm.name == "some/model" and loads == [("some/model", {"cache_dir": None,
+                                                                                      "device": "cpu"})]
+        assert targets[1].target.cache is not None and targets[1].target.identity == "id"
+        raise RuntimeError("an evaluation fails")
+    assert events == ["start", "stop"]
+    with open_targets(TargetsConfig(target="none"), tmp_path) as targets:
+        assert targets == []
+
+
+class FakeLM:
+    def __init__(self, name):
+        self.name, self.tokenizer = name, type("Tok", (), {"chat_template": None})()

@@ -19,7 +19,7 @@ def test_at_least_14_generated_tasks_with_both_kinds() -> None:
     names = generated_names()
     assert len(names) >= 14
     assert all(n.startswith("gen/") and n[4:].isidentifier() and n == n.lower() for n in names)
-    kinds = [load_generated(n).kind for n in names]
+    kinds = [load_generated(n).answer_type for n in names]
     assert kinds.count("classification") >= 5
     assert kinds.count("generation") >= 5
 
@@ -113,7 +113,7 @@ def test_jsonl_generation(tmp_path: Path) -> None:
                   '{"input": "cat", "output": "c"}\n\n   \n{"input": " dog ", "output": " d", "id": 7}\n'
                   '{"input": 42, "output": 43}\n')
     task = load_task_file(path)
-    assert task.kind == "generation" and task.source == "file"
+    assert task.answer_type == "generation" and task.source == "file"
     assert task.examples == (Example("cat", "c"), Example("dog", "d"), Example("42", "43"))
     assert task.description == "Task from file gen.jsonl"
     assert task.name == str(path)
@@ -124,7 +124,7 @@ def test_jsonl_classification_with_name_and_description(tmp_path: Path) -> None:
     path = _jsonl(tmp_path / "cls.jsonl", [{"input": "2", "label": "even"}, {"input": "3", "label": "odd"},
                                            {"input": "4", "label": "even"}])
     task = load_task_file(path, name="parity", description="Even or odd.")
-    assert (task.name, task.description, task.kind) == ("parity", "Even or odd.", "classification")
+    assert (task.name, task.description, task.answer_type) == ("parity", "Even or odd.", "classification")
     assert task.labels == ("even", "odd")
 
 
@@ -205,8 +205,8 @@ def test_every_listed_generated_task_loads(tmp_path: Path) -> None:
     for summary in summaries:
         task = get_task(summary["name"], cache_dir=tmp_path)
         assert isinstance(task, Task)
-        assert summary["kind"] == task.kind and summary["n_examples"] == len(task.examples)
-        assert {"name", "source", "kind", "n_examples", "description"} <= summary.keys()
+        assert summary["answer_type"] == task.answer_type and summary["n_examples"] == len(task.examples)
+        assert {"name", "source", "answer_type", "n_examples", "description"} <= summary.keys()
 
 
 def test_unknown_names_suggest_close_ones(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from soft2hard.dod.manifest import Manifest
 from soft2hard.errors import Soft2HardError
+from soft2hard.interpret.comparison import compare_interpreters, summarize
 from soft2hard.interpret.selection import Profile
 from soft2hard.interpret.translator import (
     TranslationExample,
@@ -22,7 +23,6 @@ from soft2hard.interpret.translator import (
     train_translator,
     training_examples,
 )
-from soft2hard.interpret.translator_eval import evaluate_translator, summarize
 from soft2hard.models import load_model
 from soft2hard.prompts import SoftPrompt
 from tests.conftest import TINY_TRANSLATOR as CFG
@@ -150,11 +150,11 @@ def test_eval_rows_and_summary(tmp_path, trained, tiny_dod, tiny_llama_dir):
     profile = Profile(model=str(tiny_llama_dir), pairs=[(1, 1)], metric="rouge_l", n_prompts=0,
                       inspect={"max_new_tokens": 8})
     profile.save(tmp_path / "profiles" / "p.json")
-    rows, summary = evaluate_translator(m, trained, tmp_path, device="cpu", oracle_layers="0-1", progress=False,
+    rows, summary = compare_interpreters(m, trained, tmp_path, device="cpu", oracle_layers="0-1", progress=False,
                                         profile_path=tmp_path / "profiles" / "p.json")
     held = m.split("heldout")
     assert {r["task"] for r in rows} == {t.name for t in held}
-    assert {r["method"] for r in rows} == {"projection", "inspect_label_free", "inspect_oracle", "translator"}
+    assert {r["method"] for r in rows} == {"projection", "inspect", "inspect_oracle", "translator"}
     for r in rows:
         assert 0.0 <= r["rouge_l"] <= 1.0 and -1.0 <= r["cosine"] <= 1.0
     kind = held[0].kind

@@ -70,7 +70,7 @@ def test_same_seed_same_prompt(tiny_llama, task, tmp_path, init):
 def test_resume_after_crash_is_identical(tiny_llama, task, tmp_path, monkeypatch):
     full = tune(tiny_llama, task, _cfg(), tmp_path / "full", progress=False)
 
-    real = tuning.batch_loss
+    real = tuning.training_loss
     calls = {"n": 0}
 
     def crashing(*args, **kwargs):
@@ -79,18 +79,18 @@ def test_resume_after_crash_is_identical(tiny_llama, task, tmp_path, monkeypatch
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tuning, "batch_loss", crashing)
+    monkeypatch.setattr(tuning, "training_loss", crashing)
     with pytest.raises(KeyboardInterrupt):
         tune(tiny_llama, task, _cfg(), tmp_path / "crash", progress=False)
     assert not (tmp_path / "crash" / "metrics.json").exists()
-    monkeypatch.setattr(tuning, "batch_loss", real)
+    monkeypatch.setattr(tuning, "training_loss", real)
     counted = {"n": 0}
 
     def counting(*args, **kwargs):
         counted["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tuning, "batch_loss", counting)
+    monkeypatch.setattr(tuning, "training_loss", counting)
     resumed = tune(tiny_llama, task, _cfg(), tmp_path / "crash", resume=True, progress=False)
     assert counted["n"] == 4, "resume must not redo the finished steps 1-2"
     assert torch.equal(full.prompt.tensor, resumed.prompt.tensor)

@@ -15,7 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
-from soft2hard.evaluation import EvalConfig, EvalTask, LazyTarget, SourceSide, evaluate
+from soft2hard.evaluation import EvalConfig, EvalTask, SourceSide, TargetsConfig, evaluate, open_targets
 from soft2hard.evaluation.run import markdown
 from soft2hard.models import canonical_model_name, load_model
 from soft2hard.report import write_report
@@ -57,17 +57,10 @@ def run_demo(model: str = "smollm2-135m", task: str = "gen/plural", out: Path = 
               f"InSPEcT profile {profile or 'shipped'}", flush=True)
     source = SourceSide(model, cache_dir, device=device, dtype=dtype, amp=amp, progress=progress, lm=lm,
                         translator_dir=translator, profile=profile)
-    target_name = canonical_model_name(target)
-
-    def make_target():
-        from soft2hard.targets import LocalTarget
-
-        return LocalTarget(load_model(target_name, device=device, cache_dir=cache_dir))
-
     eval_cfg = EvalConfig(conditions=DEMO_CONDITIONS, max_examples=max_examples, seed=seed,
                           inspect_grid=inspect_grid)
-    rows = evaluate([item], source, model, [LazyTarget(f"local:{target_name}", make_target)], eval_cfg, eval_dir,
-                    progress=progress)
+    with open_targets(TargetsConfig(target=target), eval_dir, cache_dir, load={"device": device}) as targets:
+        rows = evaluate([item], source, model, targets, eval_cfg, eval_dir, progress=progress)
 
     print("[4/4] results\n")
     print(markdown(rows))

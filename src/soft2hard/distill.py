@@ -23,16 +23,20 @@ def teacher_context(teacher_prompt: str, context: str) -> str:
 
 
 def distill_loss(lm: LanguageModel, prompt: torch.Tensor | None, teacher_prompt: str, task: Task,
-                 batch: Sequence[Example], targets: Sequence[str] | None = None) -> torch.Tensor:
-    """Mean KL(teacher || student) per answer token. ``targets`` default to the task's training targets."""
+                 batch: Sequence[Example], targets: Sequence[str] | None = None, with_mask: bool = False):
+    """Mean KL(teacher || student) per answer token. ``targets`` default to the task's training targets.
+
+    With ``with_mask``, returns (loss, the student batch's mask (B, T), its number of target tokens): what a
+    trainer counts as the tokens it ran."""
     contexts = [task.format_input(ex.input) for ex in batch]
     targets = list(targets) if targets is not None else [task.format_target(ex.target) for ex in batch]
     with torch.no_grad():
         teacher, _, _ = lm.target_logits(None, [teacher_context(teacher_prompt, c) for c in contexts], targets)
-    student, _, _ = lm.target_logits(prompt, contexts, targets)
+    student, labels, _, *mask = lm.target_logits(prompt, contexts, targets, with_mask=with_mask)
     t_logp = F.log_softmax(teacher.float(), dim=-1)  # (N, V)
     s_logp = F.log_softmax(student.float(), dim=-1)
-    return F.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
+    loss = F.kl_div(s_logp, t_logp, log_target=True, reduction="batchmean")
+    return (loss, mask[0], labels.numel()) if with_mask else loss
 
 
 @torch.no_grad()
@@ -52,8 +56,8 @@ def teacher_continuations(lm: LanguageModel, teacher_prompt: str, task: Task, ex
 
 
 @torch.no_grad()
-def fidelity(lm: LanguageModel, prompt: torch.Tensor | None, teacher_prompt: str, task: Task,
-             examples: Sequence[Example], batch_size: int = 16) -> dict[str, float]:
+def teacher_faithfulness(lm: LanguageModel, prompt: torch.Tensor | None, teacher_prompt: str, task: Task,
+                         examples: Sequence[Example], batch_size: int = 16) -> dict[str, float]:
     """Agreement of greedy outputs (teacher vs student) and mean per-token KL on ``examples``.
 
     ``prompt=None`` gives the no-prompt baseline (the model without the instruction)."""

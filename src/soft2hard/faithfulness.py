@@ -3,7 +3,7 @@
 * **Faithfulness**: does the text make the model behave like the soft prompt? For classification, compare
   the model's distributions over the label set with the soft prompt and with the text before each input
   (agreement of the argmax labels, mean KL(soft || text)); for generation, agreement of greedy outputs and the
-  mean per-token KL teacher-forced on the task targets (``distill.fidelity``, with the text as the teacher).
+  mean per-token KL teacher-forced on the task targets (``distill.teacher_faithfulness``, with the text as the teacher).
 * **Scrutability**: can a reader follow the text? Proxied by its perplexity under a reference LM (lower reads
   better), the share of dictionary-like words, and flags for degenerate prompts (repeated tokens, special
   tokens, non-words) that a perplexity objective can collapse to.
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from soft2hard.distill import fidelity, teacher_context
+from soft2hard.distill import teacher_context, teacher_faithfulness
 from soft2hard.lm import LanguageModel
 from soft2hard.tasks.base import Example, Task
 
@@ -47,7 +47,7 @@ def faithfulness(lm: LanguageModel, prompt: torch.Tensor, text: str, task: Task,
                  batch_size: int = 16) -> dict[str, float]:
     """Agreement and mean KL between the model with the soft prompt and the model with ``text`` instead."""
     if task.labels is None:
-        return fidelity(lm, prompt, text, task, examples, batch_size)  # text = teacher, soft prompt = student
+        return teacher_faithfulness(lm, prompt, text, task, examples, batch_size)  # text = teacher, soft prompt = student
     p = label_distributions(lm, task, examples, prompt=prompt, batch_size=batch_size)
     q = label_distributions(lm, task, examples, text=text, batch_size=batch_size)
     return compare_label_distributions(p, q)
@@ -63,7 +63,7 @@ def compare_label_distributions(p: torch.Tensor, q: torch.Tensor) -> dict[str, f
 def log_perplexity(lm: LanguageModel, ids: torch.Tensor) -> torch.Tensor:
     """Mean next-token NLL of each row of ``ids`` (S, k), the first token given BOS. Returns (S,) on the CPU."""
     seq = torch.cat([torch.full((ids.shape[0], 1), lm.bos_id, dtype=torch.long), ids.cpu()], 1).to(lm.device)
-    out = lm._decode(lm.embed(seq), torch.ones_like(seq), use_cache=False)
+    out = lm.forward_embeds(lm.embed(seq), torch.ones_like(seq))
     logits = lm.logits_from_hidden(out.last_hidden_state[:, :-1])  # (S, k, V)
     return -logits.log_softmax(-1).gather(2, seq[:, 1:, None]).squeeze(2).mean(1).float().cpu()
 
@@ -100,7 +100,7 @@ def degenerate_flags(lm: LanguageModel, ids: Sequence[int], text: str, min_valid
     flags = []
     if ids and max(ids.count(i) for i in set(ids)) * 2 >= len(ids) and len(ids) > 1:
         flags.append("repeated")
-    if set(ids) & set(lm.tokenizer.all_special_ids):
+    if set(ids) & lm.special_ids:
         flags.append("special")
     if word_validity(text) < min_validity:
         flags.append("non-words")

@@ -77,12 +77,3 @@ def hooked(model: torch.nn.Module, hooks: dict[str, HookFn]) -> Iterator[list]:
         for handle in handles:
             handle.remove()
         handles.clear()
-
-
-def block_names(model: torch.nn.Module) -> list[str]:
-    """Dotted paths of the decoder blocks, in order (``model.layers.0`` ...), whatever the architecture calls them."""
-    n_layers = getattr(model.config, "num_hidden_layers", None)
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers and n_layers:
-            return [f"{name}.{i}" for i in range(len(module))]
-    raise Soft2HardError(f"could not find the list of {n_layers} decoder blocks in {type(model).__name__}")

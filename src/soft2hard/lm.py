@@ -12,6 +12,7 @@ concatenated with ``get_input_embeddings()(ids)`` as is.
 from __future__ import annotations
 
 import contextlib
+import copy
 from dataclasses import dataclass, field
 
 import torch
@@ -51,9 +52,7 @@ class LanguageModel:
         ``c_fc`` for GPT-2, whose projections are transformers' ``Conv1D``."""
         from transformers.pytorch_utils import Conv1D
 
-        from soft2hard.hooks import block_names
-
-        block = self.model.get_submodule(block_names(self.model)[0])
+        block = self.model.get_submodule(self.block_names()[0])
         names: list[str] = []
         for path, module in block.named_modules():
             if "lora_" in path or "base_layer" in path:  # LoRA already applied: count the wrapped layer once
@@ -65,6 +64,34 @@ class LanguageModel:
         if not names:
             raise Soft2HardError(f"{self.name}: no Linear or Conv1D layers in its first decoder block to put LoRA on")
         return names
+
+    def block_names(self) -> list[str]:
+        """Dotted paths of the decoder blocks, in order (``model.layers.0`` ...), whatever the architecture calls
+        them: the names :func:`soft2hard.hooks.hooked` takes (``<block>.output``)."""
+        n_layers = getattr(self.config, "num_hidden_layers", None)
+        for name, module in self.model.named_modules():
+            if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers and n_layers:
+                return [f"{name}.{i}" for i in range(len(module))]
+        raise Soft2HardError(f"could not find the list of {n_layers} decoder blocks in {type(self.model).__name__}")
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype of the model's weights (and of its input embeddings)."""
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype matmuls run in: the autocast dtype when there is one, else the weights'."""
+        return self.amp_dtype or self.weight_dtype
+
+    @property
+    def special_ids(self) -> frozenset[int]:
+        """Ids of the tokenizer's special tokens (BOS, EOS, pad, ...): never part of a text prompt."""
+        return frozenset(int(i) for i in self.tokenizer.all_special_ids)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The model's parameters that require grad: none, for the frozen model every method assumes."""
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     @property
     def embed_scale(self) -> float:
@@ -179,7 +206,7 @@ class LanguageModel:
             pads = (mask == 0).sum(-1).tolist()
             embeds = torch.stack([torch.cat([e[:k], q, e[k:]]) for e, q, k in zip(embeds, per_row, pads)])
             full = torch.stack([torch.cat([m[:k], o, m[k:]]) for m, o, k in zip(mask, ones, pads)])
-            out = self._decode(embeds, full, use_cache)
+            out = self.forward_embeds(embeds, full, use_cache)
             out.last_hidden_state = out.last_hidden_state[:, n:]  # pads + prompt first: the text is the tail
             return out, full
         kwargs = {}
@@ -194,11 +221,36 @@ class LanguageModel:
                                use_cache=use_cache, **kwargs)
         return out, full
 
-    def _decode(self, embeds: torch.Tensor, mask: torch.Tensor, use_cache: bool):
+    def forward_embeds(self, embeds: torch.Tensor, mask: torch.Tensor, use_cache: bool = False):
+        """The decoder (no LM head) on input embeddings (B, T, D) with attention mask (B, T); positions count the
+        unmasked tokens, so left padding is position-free. Returns the decoder's output (``last_hidden_state``,
+        and the KV cache with ``use_cache``)."""
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         with self.autocast():
             return self.decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                                 use_cache=use_cache)
+
+    def extend(self, ids: torch.Tensor, mask: torch.Tensor, cache):
+        """Run token ids (B, T) after a KV cache; ``mask`` (B, past + T) covers the cached and the new tokens.
+        The new tokens' positions follow each row's unmasked count. Returns the decoder's output with the
+        extended cache (the given one is extended in place, as transformers does)."""
+        T = ids.shape[1]
+        positions = mask.long().sum(-1, keepdim=True) - T + torch.arange(T, device=mask.device)
+        with self.autocast():
+            return self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                                use_cache=True)
+
+    @staticmethod
+    def repeat_cache(cache, batch: int):
+        """A copy of a batch-1 KV cache with every row repeated ``batch`` times (the original is untouched)."""
+        new = copy.deepcopy(cache)
+        new.batch_repeat_interleave(batch)
+        return new
+
+    @staticmethod
+    def cache_of(output):
+        """The KV cache of a decoder output made with ``use_cache``."""
+        return output.past_key_values
 
     def logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """Apply the LM head (and Gemma-style soft-capping) to selected hidden states. (..., D) -> (..., V)"""
@@ -233,11 +285,12 @@ class LanguageModel:
         return self.embed(ids), mask.to(self.device), [t for _, t in rows], target_start
 
     def target_logits(self, prompt: torch.Tensor | None, contexts: list[str], targets: list[str],
-                      rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      rows: torch.Tensor | None = None, with_mask: bool = False) -> tuple[torch.Tensor, ...]:
         """Logits at the positions that predict each target token (LM head only there); ``rows`` as in
         :meth:`forward_text`.
 
-        Returns (logits (N, V), labels (N,), row (N,)) over all N target tokens of the batch, in order.
+        Returns (logits (N, V), labels (N,), row (N,)) over all N target tokens of the batch, in order; with
+        ``with_mask`` also the batch's mask (B, T) over context + target tokens (what a trainer counts).
         """
         embeds, mask, tgt_ids, starts = self.build_batch(contexts, targets)
         hidden = self.forward_text(prompt, embeds, mask, rows=rows)[0].last_hidden_state  # (B, T, D)
@@ -253,19 +306,21 @@ class LanguageModel:
         dev = hidden.device
         rows_t = torch.tensor(picked_rows, device=dev)
         picked = hidden[rows_t, torch.tensor(cols, device=dev)]  # (N, D)
-        return self.logits_from_hidden(picked), torch.tensor(labels, device=dev), rows_t
+        out = self.logits_from_hidden(picked), torch.tensor(labels, device=dev), rows_t
+        return (*out, mask) if with_mask else out
 
     def target_logprobs(self, prompt: torch.Tensor | None, contexts: list[str], targets: list[str],
-                        rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        rows: torch.Tensor | None = None, with_mask: bool = False) -> tuple[torch.Tensor, ...]:
         """Summed log-probability of each target given prompt + context, and its token count.
 
-        Differentiable wrt ``prompt``. Returns ((B,), (B,)).
+        Differentiable wrt ``prompt``. Returns ((B,), (B,)), and the batch's mask with ``with_mask`` (as
+        :meth:`target_logits`).
         """
-        logits, labels, row = self.target_logits(prompt, contexts, targets, rows)
+        logits, labels, row, *mask = self.target_logits(prompt, contexts, targets, rows, with_mask)
         tok_lp = F.log_softmax(logits, dim=-1).gather(1, labels[:, None]).squeeze(1)  # (N,)
         total = torch.zeros(len(contexts), device=logits.device).index_add(0, row, tok_lp)
         counts = torch.zeros(len(contexts), device=logits.device).index_add(0, row, torch.ones_like(tok_lp))
-        return total, counts
+        return (total, counts, *mask)
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor | None, contexts: list[str], max_new_tokens: int | list[int] = 20,
@@ -277,6 +332,29 @@ class LanguageModel:
         embeds, mask, _, _ = self.build_batch(contexts, None, left_pad=True)
         out, mask = self.forward_text(prompt, embeds, mask, use_cache=True, left_padded=True, rows=rows)
         return self.greedy_continue(out, mask, max_new_tokens, stop)
+
+    @torch.no_grad()
+    def generate_embeds(self, embeds: torch.Tensor, mask: torch.Tensor, max_new_tokens: int, *, num_beams: int = 1,
+                        num_return_sequences: int = 1, sample: bool = False, temperature: float = 1.0,
+                        top_p: float = 1.0, seed: int | None = None, stop: tuple[str, ...] = ("\n",)) -> list[str]:
+        """Beam search or seeded sampling from left-padded input embeddings (B, T, D) with transformers'
+        ``generate``; ``num_return_sequences`` texts per row, row by row, each cut before the first stop string.
+        :meth:`greedy_continue` is the greedy path (the one :meth:`generate` takes)."""
+        if seed is not None:
+            torch.manual_seed(seed)  # transformers samples with torch's global generator
+        with self.autocast():
+            ids = self.model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                      num_beams=num_beams, num_return_sequences=num_return_sequences,
+                                      do_sample=sample, temperature=temperature if sample else None,
+                                      top_p=top_p if sample else None, top_k=None,
+                                      pad_token_id=self.pad_id, eos_token_id=self.tokenizer.eos_token_id)
+        texts = []
+        for row in ids.tolist():  # with inputs_embeds, generate returns the new tokens only
+            text = self.decode(row)
+            for s in stop:
+                text = text.split(s)[0]
+            texts.append(text)
+        return texts
 
     @torch.no_grad()
     def greedy_continue(self, out, mask: torch.Tensor, max_new_tokens: int | list[int],

@@ -32,17 +32,15 @@ from soft2hard.lm import LanguageModel
 from soft2hard.prompts import SoftPrompt
 from soft2hard.scoring import score_many
 from soft2hard.tasks.base import Task
+from soft2hard.training import set_lr, warmup_cosine
 from soft2hard.tuning import (
-    STATE_NAME,
     TuningConfig,
     TuningResult,
+    TuningRun,
     batch_for_step,
     finish_run,
-    initial_prompt,
-    load_checkpoint,
-    lr_at,
     save_checkpoint,
-    stopped_early,
+    start_run,
     training_target,
 )
 
@@ -71,96 +69,62 @@ class JobOutcome:
     error: str | None = None
 
 
-@dataclass
-class _Slot:
+@dataclass(eq=False)
+class _Slot(TuningRun):
+    """A job's run (as ``tune`` sets it up) while it is in the pack."""
+
     job: TuningJob
-    task: Task
-    val: tuple
-    test: tuple
-    train: tuple
-    prompt: torch.nn.Parameter
-    opt: torch.optim.Optimizer
-    state: dict
-    meta: dict
     pending_losses: list = field(default_factory=list)  # device tensors, read at the next event (no host sync)
-
-    @property
-    def cfg(self) -> TuningConfig:
-        return self.job.cfg
-
-    @property
-    def done(self) -> bool:
-        return self.state["step"] >= self.cfg.steps or stopped_early(self.state, self.cfg)
+    pending_tokens: list = field(default_factory=list)  # likewise: the tokens of each step (TuningRun.state)
 
 
 def _open(lm: LanguageModel, job: TuningJob, resume: bool, overwrite: bool, from_step: int | None) -> _Slot:
-    """Set up a job's run folder and its prompt/optimizer, from a checkpoint when resuming (as ``tune`` does)."""
-    cfg = job.cfg
-    if cfg.objective != "task":
+    """Set up a job's run as ``tune`` does; ``from_step``: the step the journal names (0: start afresh)."""
+    if job.cfg.objective != "task":
         raise Soft2HardError("packs train task-objective prompts; a distillation run trains alone (tune)")
     task = job.task() if callable(job.task) else job.task
-    splits = task.splits(seed=cfg.seed, max_examples=cfg.max_train_examples)
-    val, test = splits.validation[: cfg.max_eval_examples], splits.test[: cfg.max_test_examples]
-    existing = runs.prepare(job.out, runs.settings(lm.name, task.name, cfg), "a tuning run", STATE_NAME, resume,
-                            overwrite, scratch=(".final",))
-    prompt = torch.nn.Parameter(initial_prompt(lm, cfg).to(lm.device))
-    opt = torch.optim.AdamW([prompt], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    state = {"step": 0, "losses": [], "validation": [], "best_validation": None, "best_step": None,
-             "train_seconds": 0.0, "tokens": 0}
-    if from_step is not None:  # the step the journal names (0: start afresh)
-        existing = [c for c in existing if c.name == runs.checkpoint_dir(job.out, from_step).name]
-    if existing:
-        state = load_checkpoint(existing[-1], prompt, opt)
-    meta = {"task": task.name, "seed": cfg.seed, "n_tokens": cfg.n_tokens, "init": cfg.init}
-    return _Slot(job, task, val, test, splits.train, prompt, opt, state, meta)
+    return _Slot(**vars(start_run(lm, task, job.cfg, job.out, resume, overwrite, from_step)), job=job)
 
 
 def _step(lm: LanguageModel, slots: list[_Slot]) -> None:
     """One optimizer step for every slot, in one forward/backward over all their batches."""
     contexts, targets, rows = [], [], []
     for j, s in enumerate(slots):
-        for group in s.opt.param_groups:
-            group["lr"] = lr_at(s.state["step"], s.cfg)
+        set_lr(s.opt, warmup_cosine(s.state["step"], s.cfg.steps, s.cfg.lr, s.cfg.warmup_steps))
         batch = batch_for_step(s.train, s.state["step"], s.cfg)
         contexts += [s.task.format_input(ex.input) for ex in batch]
         targets += [training_target(s.task, ex.target) for ex in batch]
         rows += [j] * len(batch)
-        s.state["tokens"] += sum(len(lm.encode(c)) + s.cfg.n_tokens for c in contexts[-len(batch):])
     row = torch.tensor(rows, device=lm.device)
     prompts = torch.stack([s.prompt for s in slots])  # (K, n, D)
-    total, count = lm.target_logprobs(prompts, contexts, targets, row)
+    total, count, mask = lm.target_logprobs(prompts, contexts, targets, row, with_mask=True)
     k = len(slots)
     losses = -torch.zeros(k, device=total.device).index_add(0, row, total) \
         / torch.zeros(k, device=total.device).index_add(0, row, count)
+    # tokens a row ran: soft prompt + context = its mask (context + target) less its target tokens
+    ran = mask.sum(-1).to(count.device) - count.long() + prompts.shape[1]  # (B,)
+    tokens = torch.zeros(k, dtype=torch.long, device=count.device).index_add(0, row.to(count.device), ran)
     losses.sum().backward()  # prompt j receives exactly its own job's gradient
     for j, s in enumerate(slots):
         torch.nn.utils.clip_grad_norm_([s.prompt], s.cfg.grad_clip)  # per prompt, never across prompts
         s.opt.step()
         s.opt.zero_grad(set_to_none=True)
         s.pending_losses.append(losses[j].detach())
+        s.pending_tokens.append(tokens[j])
         s.state["step"] += 1
 
 
-def _isolate(slots: list[_Slot], run: Callable[[list[_Slot]], object]) -> list[tuple[_Slot, str]]:
-    """Run ``run`` on each slot alone to find the ones that raise; returns (slot, error) pairs."""
-    bad = []
-    for s in slots:
-        try:
-            run([s])
-        except Soft2HardError as err:
-            bad.append((s, str(err)))
-    return bad
-
-
-def _flush_losses(s: _Slot) -> None:
+def _flush(s: _Slot) -> None:
+    """Read the losses and token counts the device holds since the last event into the state."""
     if s.pending_losses:
         s.state["losses"] += [round(v, 5) for v in torch.stack(s.pending_losses).float().cpu().tolist()]
-        s.pending_losses = []
+        s.state["tokens"] += int(torch.stack(s.pending_tokens).sum())
+        s.pending_losses, s.pending_tokens = [], []
 
 
 def _prompts(slots: list[_Slot], best: bool = False) -> torch.Tensor:
     if best:
-        return torch.stack([SoftPrompt.load(runs.checkpoint_dir(s.job.out, s.state["best_step"]) / "prompt")
+        return torch.stack([SoftPrompt.load(runs.checkpoint_dir(s.out, s.state["best_step"]) / "prompt")
                             .tensor.to(s.prompt.device) for s in slots])
     return torch.stack([s.prompt.detach() for s in slots])
 
@@ -188,8 +152,7 @@ def _baselines(lm: LanguageModel, slots: list[_Slot]) -> None:
 def _finish(lm: LanguageModel, slots: list[_Slot]) -> list[TuningResult]:
     best = _prompts(slots, best=True)
     tests = score_many(lm, best, [(j, s.task, s.test) for j, s in enumerate(slots)], _batch_size(slots))
-    return [finish_run(lm, s.task, s.cfg, s.job.out, s.state, best[j].cpu(), tests[j], s.meta, len(s.train),
-                       len(s.val), s.test) for j, s in enumerate(slots)]
+    return [finish_run(lm, s, best[j].cpu(), tests[j]) for j, s in enumerate(slots)]
 
 
 def tune_many(lm: LanguageModel, jobs: Sequence[TuningJob], pack: int = 8, resume: bool = True,
@@ -254,8 +217,8 @@ def _tune_many(lm: LanguageModel, jobs: Sequence[TuningJob], pack: int, resume: 
     def commit() -> None:
         """Every active job checkpointed at its step, then the journal: a resume replays from here."""
         for _, s in active:
-            _flush_losses(s)
-            save_checkpoint(s.job.out, s.state["step"], s.prompt, s.opt, s.state, lm.name, s.meta)
+            _flush(s)
+            save_checkpoint(s, lm.name)
         _write_journal(journal, ids, pack, active, failed, complete=not (queue or active))
 
     event = True
@@ -294,30 +257,28 @@ def _tune_many(lm: LanguageModel, jobs: Sequence[TuningJob], pack: int, resume: 
         if not active:
             continue
         # 3. one step for the whole pack
-        running = [s for _, s in active if not s.done]
+        running = [(i, s) for i, s in active if not s.done]
         if not running:  # resumed at their last step: they finish at the top of the loop
             continue
         t0 = time.time()
         try:
-            _step(lm, running)
+            _step(lm, [s for _, s in running])
         except Soft2HardError:
-            for s in running:
+            for _, s in running:
                 s.opt.zero_grad(set_to_none=True)
-            bad = _isolate(running, lambda one: _probe(lm, one))
-            if not bad:
+            # find the jobs that break a step alone (forward only) and fail them; the others step next round
+            if len(_guarded(lm, running, _probe, fail, together=False)) == len(running):
                 raise
-            for s, err in bad:
-                fail(next(i for i, a in active if a is s), err)
             active = [(i, s) for i, s in active if ids[i] not in failed]
             continue
         elapsed = (time.time() - t0) / max(1, len(running))
         steps_done += len(running)
-        for s in running:
+        for _, s in running:
             s.state["train_seconds"] += elapsed
         due = [(i, s) for i, s in active if s.state["step"] % s.cfg.eval_every == 0 or s.done]
         if due:
             for _, s in due:
-                _flush_losses(s)
+                _flush(s)
             _guarded(lm, due, _validate, fail)
             active = [(i, s) for i, s in active if ids[i] not in failed]
             commit()
@@ -338,20 +299,22 @@ def _probe(lm: LanguageModel, slots: list[_Slot]) -> None:
                            [training_target(s.task, ex.target) for ex in batch])
 
 
-def _guarded(lm: LanguageModel, indexed: list[tuple[int, _Slot]], run, fail) -> list:
-    """``run(lm, slots)`` on all slots at once; if that raises, on each slot alone, failing those that raise.
-    Returns ((index, slot), result) for the slots that went through."""
-    try:
-        results = run(lm, [s for _, s in indexed]) or [None] * len(indexed)
-        return list(zip(indexed, results))
-    except Soft2HardError:
-        ok = []
-        for i, s in indexed:
-            try:
-                ok.append(((i, s), (run(lm, [s]) or [None])[0]))
-            except Soft2HardError as err:
-                fail(i, str(err))
-        return ok
+def _guarded(lm: LanguageModel, indexed: list[tuple[int, _Slot]], run, fail, together: bool = True) -> list:
+    """``run(lm, slots)`` on all slots at once; if that raises (or not ``together``), on each slot alone,
+    failing those that raise by themselves. Returns ((index, slot), result) for the slots that went through."""
+    if together:
+        try:
+            results = run(lm, [s for _, s in indexed]) or [None] * len(indexed)
+            return list(zip(indexed, results))
+        except Soft2HardError:
+            pass  # find the slots that fail alone
+    ok = []
+    for i, s in indexed:
+        try:
+            ok.append(((i, s), (run(lm, [s]) or [None])[0]))
+        except Soft2HardError as err:
+            fail(i, str(err))
+    return ok
 
 
 def _read_journal(path: Path | None, ids: list[str], pack: int) -> dict | None:

@@ -42,7 +42,11 @@ td.best{background:#d8f5d0;font-weight:bold} .metric{color:#777;font-size:.8em;f
 pre,.text{white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,monospace;font-size:.85em;margin:0}
 .stats{color:#555;font-size:.8em;margin-top:.4em} img{max-width:100%;display:block;margin:.5em 0}
 details{margin:1em 0} summary{cursor:pointer;font-weight:bold} .note{color:#777}
+.seen{color:#a05a00;font-size:.8em;font-weight:normal}
 """
+SEEN = "seen in training"
+SEEN_NOTE = ("<b>seen in training</b>: the interpreter (InSPEcT profile or translator) was calibrated or trained on "
+             "a prompt of this task, so the score is not a held-out score.")
 
 
 def _e(value: Any) -> str:
@@ -224,6 +228,10 @@ def _header(rows: list[dict], summary: dict | None) -> str:
         cells = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v if isinstance(v, str) else json.dumps(v))}</td></tr>"
                         for k, v in settings.items())
         parts.append(f'<h2 id="settings">Settings</h2><table class="settings">{cells}</table>')
+    written = (summary or {}).get("provenance")
+    if isinstance(written, dict) and written:
+        versions = ", ".join(f"{k} {v}" for k, v in written.items() if v is not None)
+        parts.append(f'<p class="note provenance"><b>written by:</b> {_e(versions)}</p>')
     return "\n".join(parts)
 
 
@@ -262,18 +270,22 @@ def _per_task(rows: list[dict]) -> str:
                 cls = "num best" if not math.isnan(top) and s == top else "num"
                 metric = cell[(t, c)].get("metric")
                 tag = f' <span class="metric">{_e(metric)}</span>' if metric else ""
+                tag += f' <span class="seen">{SEEN}</span>' if cell[(t, c)].get("seen_in_training") else ""
                 tds.append(f'<td class="{cls}">{_fmt(s)}{tag}</td>')
             lines.append(f"<tr><th>{_e(t)}</th>{''.join(tds)}</tr>")
         score = {(t, c): _num(r["score"]) for (t, c), r in cell.items()}
+        seen = any(r.get("seen_in_training") for r in mine)
         parts.append(f"<h3>{_e(model)}</h3><table class=\"per-task\"><tr><th>task</th>{head}</tr>"
-                     f"{''.join(lines)}</table>{_bars(model, tasks, conds, score)}")
+                     f"{''.join(lines)}</table>" + (f'<p class="note">{SEEN_NOTE}</p>' if seen else "")
+                     + _bars(model, tasks, conds, score))
     return "\n".join(parts)
 
 
 def _card(title: str, text: Any, entry: dict, cls: str = "card") -> str:
     stats = [f"{k} {_fmt(entry[k])}" for k in ("perplexity", "faithfulness") if not math.isnan(_num(entry.get(k)))]
     extra = f'<div class="stats">{_e(", ".join(stats))}</div>' if stats else ""
-    return f'<div class="{cls}"><h4>{_e(title)}</h4><div class="text">{_e(text)}</div>{extra}</div>'
+    seen = f' <span class="seen">{SEEN}</span>' if entry.get("seen_in_training") else ""
+    return f'<div class="{cls}"><h4>{_e(title)}{seen}</h4><div class="text">{_e(text)}</div>{extra}</div>'
 
 
 def _texts(texts: dict) -> str:
@@ -288,7 +300,7 @@ def _texts(texts: dict) -> str:
         for cond in _order(set(conds)):
             item = conds[cond] if isinstance(conds[cond], dict) else {"text": conds[cond]}
             cards.append(_card(cond, item.get("text", ""), item))
-        kind = f' <span class="metric">{_e(entry["kind"])}</span>' if entry.get("kind") else ""
+        kind = f' <span class="metric">{_e(entry["answer_type"])}</span>' if entry.get("answer_type") else ""
         parts.append(f"<h3>{_e(task)}{kind}</h3><div class=\"cards\">{''.join(cards)}</div>")
     grids = [(t, e["inspect_grid"]) for t, e in texts.items() if isinstance(e, dict) and "inspect_grid" in e]
     if grids:

@@ -49,7 +49,7 @@ def score(lm: LanguageModel, prompt: torch.Tensor | None, task: Task, examples: 
     """Accuracy (classification) or exact match after whitespace normalisation (generation), in [0, 1]."""
     if not examples:
         return float("nan")
-    if task.kind == "classification":
+    if task.answer_type == "classification":
         preds = classify(lm, prompt, task, examples, batch_size)
         return sum(p == ex.target for p, ex in zip(preds, examples)) / len(examples)
     outs = generate_answers(lm, prompt, task, examples, batch_size)
@@ -68,7 +68,7 @@ def score_many(lm: LanguageModel, prompts: torch.Tensor | None,
     cls_rows: list[tuple[int | None, int, str, str]] = []  # (prompt, item, context, target)
     gen_rows: list[tuple[int | None, int, str, int, int]] = []  # (prompt, item, context, max new tokens, order)
     for i, (p, task, examples) in enumerate(items):
-        if task.kind == "classification":
+        if task.answer_type == "classification":
             cls_rows += [(p, i, task.format_input(ex.input), task.format_target(lab))
                          for ex in examples for lab in task.labels]
         elif examples:
@@ -95,7 +95,7 @@ def score_many(lm: LanguageModel, prompts: torch.Tensor | None,
     for i, (_, task, examples) in enumerate(items):
         if not examples:
             scores.append(float("nan"))
-        elif task.kind == "classification":
+        elif task.answer_type == "classification":
             table = torch.tensor(logprobs[i]).view(len(examples), len(task.labels))
             preds = [task.labels[j] for j in table.argmax(-1).tolist()]
             scores.append(sum(p == ex.target for p, ex in zip(preds, examples)) / len(examples))

@@ -17,7 +17,9 @@ import logging
 import os
 import random
 import time
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,3 +167,99 @@ def _cut(text: str, stop: tuple[str, ...]) -> str:
     for s in stop:
         text = text.split(s)[0]
     return text
+
+
+class LazyTarget:
+    """A target that is built (a model loaded, a client opened) only when a completion is first needed."""
+
+    def __init__(self, name: str, make: Callable[[], object]) -> None:
+        self.name, self._make, self._target = name, make, None
+
+    @property
+    def target(self):
+        if self._target is None:
+            self._target = self._make()
+        return self._target
+
+    def complete(self, prompts: list[str], max_tokens: int, stop: tuple[str, ...]) -> list[str]:
+        return self.target.complete(prompts, max_tokens=max_tokens, stop=stop)
+
+
+@dataclass(frozen=True)
+class TargetsConfig:
+    """Where the text prompts are deployed: a local model and/or an OpenAI-compatible API, either one already
+    running (``base_url`` + ``api_model``) or llama.cpp's server started for a built-in model (``serve``)."""
+
+    # help: the field's documentation, also the CLI option's help (soft2hard.cli.common.ConfigOptions)
+    target: str | None = field(default="gemma3-270m", metadata={
+        "help": "local target model (built-in, directory or HF id); 'none' for no local target"})
+    target_mode: str = field(default="auto", metadata={"help": "the local target's prompt format"})
+    base_url: str | None = field(default=None, metadata={
+        "help": "an OpenAI-compatible API, e.g. http://127.0.0.1:8000/v1"})
+    api_model: str | None = field(default=None, metadata={"help": "the model name the API serves"})
+    api_key: str | None = field(default=None, repr=False, metadata={
+        "help": "API key (default $OPENAI_API_KEY; never logged or cached)"})
+    api_mode: str = field(default="auto", metadata={
+        "help": "auto: chat for instruction models (by name), completions otherwise"})
+    serve: str | None = field(default=None, metadata={
+        "help": "start llama.cpp's server for a built-in model on 127.0.0.1 and use it as the API target"})
+    concurrency: int = field(default=4, metadata={"help": "API requests in flight"})
+    max_retries: int = field(default=4, metadata={"help": "retries of a failed API request"})
+    timeout: float = field(default=60.0, metadata={"help": "seconds per API request"})
+    api_cache: Path | None = field(default=None, metadata={
+        "help": "SQLite response cache (default OUT/api_cache.sqlite)"})
+
+    def __post_init__(self) -> None:
+        for name in ("target_mode", "api_mode"):
+            if getattr(self, name) not in MODES:
+                raise Soft2HardError(f"{name} must be one of {', '.join(MODES)}, got {getattr(self, name)!r}")
+        if self.serve and self.base_url:
+            raise Soft2HardError("use --serve or --base-url, not both")
+        if not self.serve and bool(self.base_url) != bool(self.api_model):
+            raise Soft2HardError("an API target needs both --base-url and --api-model")
+
+
+@contextmanager
+def open_targets(cfg: TargetsConfig, out: Path, cache_dir: Path | None = None,
+                 load: Mapping | None = None) -> Iterator[list[LazyTarget]]:
+    """The targets ``cfg`` names, each built on first use; the server ``cfg.serve`` asks for is started now and
+    stopped on leaving the block, error or not.
+
+    Args:
+        out: the evaluation folder (the server's log, the default API cache).
+        load: ``load_model`` keyword arguments for the local target (device, dtype, amp).
+    """
+    from soft2hard.models import canonical_model_name
+
+    targets, server = [], None
+    if cfg.target and cfg.target.lower() != "none":
+        name = canonical_model_name(cfg.target)
+
+        def make_local() -> LocalTarget:
+            from soft2hard.models import load_model
+
+            return LocalTarget(load_model(name, **{"cache_dir": cache_dir, **(load or {})}), mode=cfg.target_mode)
+
+        targets.append(LazyTarget(f"local:{name}", make_local))
+    base_url, api_model, identity = cfg.base_url, cfg.api_model, None
+    try:
+        if cfg.serve:
+            from soft2hard.serving import LlamaServer, gguf_path
+
+            alias = canonical_model_name(cfg.serve)
+            server = LlamaServer(gguf_path(alias, cache_dir), log=Path(out) / "server.log", alias=alias)
+            server = server.start()
+            base_url, api_model, identity = server.base_url, api_model or server.alias, server.identity
+        if base_url and api_model:
+
+            def make_api() -> APITarget:
+                return APITarget(base_url, api_model, api_key=cfg.api_key, mode=cfg.api_mode,
+                                 cache_path=cfg.api_cache or Path(out) / "api_cache.sqlite",
+                                 concurrency=cfg.concurrency, max_retries=cfg.max_retries, timeout=cfg.timeout,
+                                 identity=identity)
+
+            targets.append(LazyTarget(f"api:{api_model}", make_api))
+        yield targets
+    finally:
+        if server is not None:
+            server.stop()

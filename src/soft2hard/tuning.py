@@ -11,9 +11,8 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,12 +20,25 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from soft2hard import atomic, runs
-from soft2hard.distill import distill_loss, fidelity, teacher_continuations
+from soft2hard.distill import distill_loss, teacher_continuations, teacher_faithfulness
 from soft2hard.errors import Soft2HardError
 from soft2hard.lm import LanguageModel
 from soft2hard.prompts import SoftPrompt
+from soft2hard.provenance import provenance
 from soft2hard.scoring import score
 from soft2hard.tasks.base import Example, Task
+from soft2hard.training import (
+    STAGING,
+    check_choice,
+    check_ints,
+    check_numbers,
+    check_texts,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    publish,
+    set_lr,
+    warmup_cosine,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,84 +52,56 @@ OPTIMIZER_NAME = "optimizer.safetensors"
 
 @dataclass
 class TuningConfig:
-    n_tokens: int = 20  # virtual tokens in the soft prompt
-    steps: int = 150  # optimizer steps
-    batch_size: int = 8
-    lr: float = 3e-2  # AdamW; prompt tuning wants a large lr
-    weight_decay: float = 0.0
-    warmup_steps: int = 10  # linear warmup, then cosine decay to 10% of lr
-    grad_clip: float = 1.0
-    init: str = "vocab"  # vocab: sampled token embeddings | random: Gaussian matched to the vocab | text
-    init_text: str | None = None
-    seed: int = 0
-    eval_every: int = 50  # validate + checkpoint every this many steps (and at the end)
-    max_eval_examples: int = 64  # validation subset used during training
-    max_test_examples: int = 200
-    max_train_examples: int | None = None
-    eval_batch_size: int = 16
-    objective: str = "task"  # task: cross-entropy on targets | distill: KL to the model given teacher_prompt
-    teacher_prompt: str | None = None  # the text that a distilled soft prompt replaces
-    distill_targets: str = "task"  # task: teacher-forced on task targets | teacher: on the teacher's own greedy output
-    distill_max_new_tokens: int = 24  # length of the teacher's continuations (distill_targets="teacher")
-    patience: int | None = None  # stop once this many validations in a row did not beat the best one
+    # help: the field's documentation, also the CLI option's help (soft2hard.cli.common.ConfigOptions)
+    n_tokens: int = field(default=20, metadata={"help": "number of virtual tokens"})
+    steps: int = field(default=150, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=8, metadata={"help": "training examples per step"})
+    lr: float = field(default=3e-2, metadata={"help": "AdamW learning rate (prompt tuning wants a large one)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=10, metadata={"help": "linear warmup steps, then cosine decay to 10% of lr"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clipping threshold"})
+    init: str = field(default="vocab", metadata={
+        "help": "prompt initialisation: vocab (sampled token embeddings) | random (Gaussian matched to the "
+                "vocabulary) | text (the embeddings of the init text)"})
+    init_text: str | None = field(default=None, metadata={"help": "text for --init text"})
+    seed: int = field(default=0, metadata={"help": "seed of the initialisation, batches and the task's split"})
+    eval_every: int = field(default=50, metadata={
+        "help": "validate and checkpoint every N steps (and at the end)"})
+    max_eval_examples: int = field(default=64, metadata={"help": "validation examples scored during training"})
+    max_test_examples: int = field(default=200, metadata={"help": "test examples scored at the end"})
+    max_train_examples: int | None = field(default=None, metadata={
+        "help": "use at most N training examples (default: all)"})
+    eval_batch_size: int = field(default=16, metadata={"help": "examples per scoring batch"})
+    objective: str = field(default="task", metadata={
+        "help": "task: learn the task's targets (cross-entropy) | distill: match the model given the teacher "
+                "prompt (KL)"})
+    teacher_prompt: str | None = field(default=None, metadata={
+        "help": "the text that a distilled soft prompt replaces"})
+    distill_targets: str = field(default="task", metadata={
+        "help": "distillation is teacher-forced on the task's targets or on the teacher's own greedy "
+                "continuations (no labels needed)"})
+    distill_max_new_tokens: int = field(default=24, metadata={
+        "help": "length of the teacher's continuations (distill targets 'teacher')"})
+    patience: int | None = field(default=None, metadata={
+        "help": "stop early after N validations in a row without a better score (default: never)"})
 
 
     def __post_init__(self) -> None:
-        for name in ("n_tokens", "steps", "batch_size", "eval_every", "max_eval_examples", "max_test_examples",
-                     "eval_batch_size", "distill_max_new_tokens"):
-            value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise Soft2HardError(f"{name} must be a positive integer, got {value!r}")
-        if self.patience is not None and not (is_int(self.patience) and self.patience > 0):
-            raise Soft2HardError(f"patience must be a positive integer, got {self.patience!r}")
-        if self.max_train_examples is not None and not (is_int(self.max_train_examples) and self.max_train_examples > 0):
-            raise Soft2HardError(f"max_train_examples must be a positive integer, got {self.max_train_examples!r}")
-        if not is_int(self.warmup_steps) or self.warmup_steps < 0:
-            raise Soft2HardError(f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
-        if not is_int(self.seed):
-            raise Soft2HardError(f"seed must be an integer, got {self.seed!r}")
-        for name in ("lr", "grad_clip"):
-            value = getattr(self, name)
-            if not is_number(value) or value <= 0:
-                raise Soft2HardError(f"{name} must be a positive number, got {value!r}")
-        if not is_number(self.weight_decay) or self.weight_decay < 0:
-            raise Soft2HardError(f"weight_decay must be a non-negative number, got {self.weight_decay!r}")
-        for name in ("init_text", "teacher_prompt"):
-            if not isinstance(getattr(self, name), str | None):
-                raise Soft2HardError(f"{name} must be text, got {getattr(self, name)!r}")
-        if self.init not in INITS:
-            raise Soft2HardError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.objective not in OBJECTIVES:
-            raise Soft2HardError(f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        if self.distill_targets not in DISTILL_TARGETS:
-            raise Soft2HardError(f"distill_targets must be one of {', '.join(DISTILL_TARGETS)}, "
-                                 f"got {self.distill_targets!r}")
+        check_ints(self, "n_tokens", "steps", "batch_size", "eval_every", "max_eval_examples", "max_test_examples",
+                   "eval_batch_size", "distill_max_new_tokens")
+        check_ints(self, "patience", "max_train_examples", optional=True)
+        check_ints(self, "warmup_steps", minimum=0)
+        check_ints(self, "seed", minimum=None)
+        check_numbers(self, "lr", "grad_clip")
+        check_numbers(self, "weight_decay", positive=False)
+        check_texts(self, "init_text", "teacher_prompt")
+        check_choice(self, "init", INITS)
+        check_choice(self, "objective", OBJECTIVES)
+        check_choice(self, "distill_targets", DISTILL_TARGETS)
         if self.objective == "distill" and not (self.teacher_prompt or "").strip():
             raise Soft2HardError("objective 'distill' needs a teacher prompt (--teacher-prompt TEXT or @FILE)")
         if self.init == "text" and not self.init_text:
             raise Soft2HardError("init 'text' needs init_text (e.g. --init-text 'Give the plural')")
-
-
-def is_int(value) -> bool:
-    """An integer that is not a bool (JSON ``true`` must not pass for 1)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_number(value) -> bool:
-    """A finite int or float that is not a bool (and not an integer beyond the float range)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
-
-
-def lr_at(step: int, cfg: TuningConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def stopped_early(state: dict, cfg: TuningConfig) -> bool:
@@ -140,7 +124,7 @@ def batch_for_step(train: tuple[Example, ...], step: int, cfg: TuningConfig) -> 
 def training_target(task: Task, target: str) -> str:
     # generation targets end with the newline that the decoder stops at, so the prompt learns to stop
     text = task.format_target(target)
-    return text if task.kind == "classification" else text + "\n"
+    return text if task.answer_type == "classification" else text + "\n"
 
 
 def initial_prompt(lm: LanguageModel, cfg: TuningConfig) -> torch.Tensor:
@@ -153,7 +137,7 @@ def initial_prompt(lm: LanguageModel, cfg: TuningConfig) -> torch.Tensor:
         ids = (ids * math.ceil(cfg.n_tokens / len(ids)))[: cfg.n_tokens]
         return vocab[torch.tensor(ids)].clone()
     if cfg.init == "vocab":
-        special = set(lm.tokenizer.all_special_ids)
+        special = lm.special_ids
         pool = torch.tensor([i for i in range(min(5000, vocab.shape[0])) if i not in special])
         ids = pool[torch.randint(len(pool), (cfg.n_tokens,), generator=gen)]
         return vocab[ids].clone()
@@ -163,9 +147,25 @@ def initial_prompt(lm: LanguageModel, cfg: TuningConfig) -> torch.Tensor:
 
 def batch_loss(lm: LanguageModel, prompt: torch.Tensor, task: Task, batch: list[Example]) -> torch.Tensor:
     """Mean cross-entropy over all target tokens of the batch."""
-    total, count = lm.target_logprobs(prompt, [task.format_input(ex.input) for ex in batch],
-                                      [training_target(task, ex.target) for ex in batch])
-    return -total.sum() / count.sum()
+    return _task_loss(lm, prompt, task, batch)[0]
+
+
+def _task_loss(lm: LanguageModel, prompt: torch.Tensor, task: Task, batch: list[Example]):
+    total, count, mask = lm.target_logprobs(prompt, [task.format_input(ex.input) for ex in batch],
+                                            [training_target(task, ex.target) for ex in batch], with_mask=True)
+    return -total.sum() / count.sum(), mask, count.sum()
+
+
+def training_loss(lm: LanguageModel, prompt: torch.Tensor, task: Task, batch: list[Example], cfg: TuningConfig,
+                  teacher_targets: dict[str, str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss of one training batch (``cfg.objective``) and the tokens it ran, soft prompt + context per row,
+    counted on the batch's mask (context + target tokens) less its target tokens. Both stay on the device."""
+    if cfg.objective == "distill":
+        loss, mask, n_targets = distill_loss(lm, prompt, cfg.teacher_prompt, task, batch,
+                                             forced_targets(task, batch, teacher_targets), with_mask=True)
+    else:
+        loss, mask, n_targets = _task_loss(lm, prompt, task, batch)
+    return loss, mask.sum() - n_targets + cfg.n_tokens * len(batch)
 
 
 def validation_score(lm: LanguageModel, prompt: torch.Tensor, task: Task, val, cfg: TuningConfig,
@@ -191,16 +191,59 @@ class TuningResult:
     metrics: dict
 
 
-def save_checkpoint(out: Path, step: int, prompt: torch.Tensor, opt: torch.optim.Optimizer, state: dict,
-                     model_name: str, meta: dict) -> None:
-    target = runs.checkpoint_dir(out, step)
-    with atomic.directory(target) as tmp:
-        SoftPrompt(prompt.detach().cpu().clone(), model_name, {**meta, "step": step}).save(tmp / "prompt")
-        st = opt.state[opt.param_groups[0]["params"][0]]
-        if st:
-            atomic.save_tensors(tmp / OPTIMIZER_NAME, {"exp_avg": st["exp_avg"], "exp_avg_sq": st["exp_avg_sq"],
-                                                       "step": torch.as_tensor(st["step"]).float().reshape(1)})
-        atomic.write_json(tmp / STATE_NAME, state)
+@dataclass(eq=False)
+class TuningRun:
+    """A run set up to train: its data, the prompt and AdamW it trains, and the state its checkpoints store.
+    :func:`tune` trains one; a pack (:mod:`soft2hard.packs`) trains several in shared passes."""
+
+    task: Task
+    cfg: TuningConfig
+    out: Path
+    train: tuple[Example, ...]
+    val: tuple[Example, ...]
+    test: tuple[Example, ...]
+    prompt: torch.nn.Parameter  # (n, D) fp32 master copy
+    opt: torch.optim.Optimizer
+    state: dict
+    meta: dict  # the saved prompts' metadata
+
+    @property
+    def done(self) -> bool:
+        return self.state["step"] >= self.cfg.steps or stopped_early(self.state, self.cfg)
+
+
+def start_run(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bool = False,
+              overwrite: bool = False, from_step: int | None = None) -> TuningRun:
+    """Check and set up the run folder ``out`` (:func:`runs.prepare`) and the prompt and optimizer, restored from
+    the newest checkpoint when resuming; ``from_step``: from that step's checkpoint only (none, e.g. 0: afresh)."""
+    out = Path(out)
+    splits = task.splits(seed=cfg.seed, max_examples=cfg.max_train_examples)
+    existing = runs.prepare(out, runs.settings(lm.name, task.name, cfg), "a tuning run", STATE_NAME, resume,
+                            overwrite, scratch=(STAGING,))
+    prompt = torch.nn.Parameter(initial_prompt(lm, cfg).to(lm.device))  # (n, D) fp32 master copy
+    opt = torch.optim.AdamW([prompt], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    assert lm.trainable_parameters() == [], "the model must stay frozen"
+    state = {"step": 0, "losses": [], "validation": [], "best_validation": None, "best_step": None,
+             "train_seconds": 0.0, "tokens": 0}
+    if from_step is not None:
+        existing = [c for c in existing if c.name == runs.checkpoint_dir(out, from_step).name]
+    if existing:
+        state = load_checkpoint(existing[-1], prompt, opt)
+        logger.info("resumed %s from %s (step %d)", out, existing[-1].name, state["step"])
+    meta = {"task": task.name, "seed": cfg.seed, "n_tokens": cfg.n_tokens, "init": cfg.init}
+    return TuningRun(task, cfg, out, splits.train, splits.validation[: cfg.max_eval_examples],
+                     splits.test[: cfg.max_test_examples], prompt, opt, state, meta)
+
+
+def save_checkpoint(run: TuningRun, model_name: str) -> None:
+    """The run at its current step: prompt, AdamW moments and state (written last: it marks a complete one)."""
+    step = run.state["step"]
+    with atomic.directory(runs.checkpoint_dir(run.out, step)) as tmp:
+        SoftPrompt(run.prompt.detach().cpu().clone(), model_name, {**run.meta, "step": step}).save(tmp / "prompt")
+        moments = optimizer_tensors(run.opt, {"": run.prompt})  # none before the first step
+        if moments:
+            atomic.save_tensors(tmp / OPTIMIZER_NAME, moments)
+        atomic.write_json(tmp / STATE_NAME, run.state)
 
 
 def load_checkpoint(ckpt: Path, prompt: torch.nn.Parameter, opt: torch.optim.Optimizer) -> dict:
@@ -209,9 +252,7 @@ def load_checkpoint(ckpt: Path, prompt: torch.nn.Parameter, opt: torch.optim.Opt
     with torch.no_grad():
         prompt.copy_(loaded.tensor.to(prompt.device))
     if (ckpt / OPTIMIZER_NAME).exists():
-        t = load_file(str(ckpt / OPTIMIZER_NAME))
-        opt.state[prompt] = {"exp_avg": t["exp_avg"].to(prompt.device), "exp_avg_sq": t["exp_avg_sq"].to(prompt.device),
-                             "step": torch.tensor(float(t["step"][0]))}
+        load_optimizer_tensors(opt, {"": prompt}, load_file(str(ckpt / OPTIMIZER_NAME)))
     return state
 
 
@@ -223,48 +264,26 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
         resume: continue from the newest complete checkpoint in ``out`` (also after kill -9).
         overwrite: delete a previous run in ``out`` and start over.
     """
-    out = Path(out)
-    splits = task.splits(seed=cfg.seed, max_examples=cfg.max_train_examples)
-    val = splits.validation[: cfg.max_eval_examples]
-    test = splits.test[: cfg.max_test_examples]
-    resolved = runs.settings(lm.name, task.name, cfg)
-    existing = runs.prepare(out, resolved, "a tuning run", STATE_NAME, resume, overwrite, scratch=(".final",))
-
     torch.manual_seed(cfg.seed)
-    prompt = torch.nn.Parameter(initial_prompt(lm, cfg).to(lm.device))  # (n, D) fp32 master copy
-    opt = torch.optim.AdamW([prompt], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    assert [p for p in lm.model.parameters() if p.requires_grad] == [], "the model must stay frozen"
-
-    state = {"step": 0, "losses": [], "validation": [], "best_validation": None, "best_step": None,
-             "train_seconds": 0.0, "tokens": 0}
-    if existing:
-        state = load_checkpoint(existing[-1], prompt, opt)
-        logger.info("resumed from %s (step %d)", existing[-1].name, state["step"])
+    run = start_run(lm, task, cfg, out, resume, overwrite)
+    prompt, opt, state, val, test = run.prompt, run.opt, run.state, run.val, run.test
     if "baseline_score" not in state:
         state["baseline_score"] = score(lm, None, task, test, cfg.eval_batch_size)
         state["baseline_validation"] = score(lm, None, task, val, cfg.eval_batch_size)
-    meta = {"task": task.name, "seed": cfg.seed, "n_tokens": cfg.n_tokens, "init": cfg.init}
     teacher_targets = None
     if cfg.objective == "distill" and cfg.distill_targets == "teacher":
         # only for the inputs this run uses (validation, then training inputs in order of first use: the cost does
         # not grow with the dataset), computed once in a fixed order so that a resumed run sees the same targets
-        used = list(val) + [ex for s in range(cfg.steps) for ex in batch_for_step(splits.train, s, cfg)]
+        used = list(val) + [ex for s in range(cfg.steps) for ex in batch_for_step(run.train, s, cfg)]
         teacher_targets = teacher_continuations(lm, cfg.teacher_prompt, task, used, cfg.distill_max_new_tokens,
                                                 cfg.eval_batch_size)
 
     bar = tqdm(total=cfg.steps, initial=state["step"], desc=f"tune {task.name}", disable=not progress,
                dynamic_ncols=True)
-    step = state["step"]
-    while step < cfg.steps and not stopped_early(state, cfg):
-        t0 = time.time()
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        batch = batch_for_step(splits.train, step, cfg)
-        if cfg.objective == "distill":
-            loss = distill_loss(lm, prompt, cfg.teacher_prompt, task, batch,
-                                forced_targets(task, batch, teacher_targets))
-        else:
-            loss = batch_loss(lm, prompt, task, batch)
+    while not run.done:
+        t0, step = time.time(), state["step"]
+        set_lr(opt, warmup_cosine(step, cfg.steps, cfg.lr, cfg.warmup_steps))
+        loss, tokens = training_loss(lm, prompt, task, batch_for_step(run.train, step, cfg), cfg, teacher_targets)
         loss.backward()
         loss_value = loss.item()
         torch.nn.utils.clip_grad_norm_([prompt], cfg.grad_clip)
@@ -273,7 +292,7 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
         step += 1
         state["losses"].append(round(loss_value, 5))
         state["train_seconds"] += time.time() - t0
-        state["tokens"] += sum(len(lm.encode(task.format_input(ex.input))) + cfg.n_tokens for ex in batch)
+        state["tokens"] += int(tokens)
         state["step"] = step
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.3f}")
@@ -284,26 +303,27 @@ def tune(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resume: bo
                 state["best_validation"], state["best_step"] = val_score, step
             line = f"step {step}: loss {loss_value:.4f}  validation {val_score:.3f}"
             bar.write(line) if progress else logger.info(line)
-            save_checkpoint(out, step, prompt, opt, state, lm.name, meta)
+            save_checkpoint(run, lm.name)
     bar.close()
 
-    best = SoftPrompt.load(runs.checkpoint_dir(out, state["best_step"]) / "prompt").tensor
+    best = SoftPrompt.load(runs.checkpoint_dir(run.out, state["best_step"]) / "prompt").tensor
     test_score = score(lm, best.to(lm.device), task, test, cfg.eval_batch_size)
-    return finish_run(lm, task, cfg, out, state, best, test_score, meta, len(splits.train), len(val), test)
+    return finish_run(lm, run, best, test_score)
 
 
-def finish_run(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, state: dict, best: torch.Tensor,
-               test_score: float, meta: dict, n_train: int, n_val: int, test) -> TuningResult:
+def finish_run(lm: LanguageModel, run: TuningRun, best: torch.Tensor, test_score: float) -> TuningResult:
     """Write a finished run's PEFT adapter and ``metrics.json`` (last: its presence marks a finished run)."""
+    task, cfg, state, meta, test = run.task, run.cfg, run.state, run.meta, run.test
     metrics = {
-        "model": lm.name, "task": task.name, "kind": task.kind, "seed": cfg.seed, "n_tokens": cfg.n_tokens,
+        "model": lm.name, "task": task.name, "answer_type": task.answer_type, "seed": cfg.seed, "n_tokens": cfg.n_tokens,
         "steps": cfg.steps, "best_step": state["best_step"], "baseline_score": state["baseline_score"],
         "baseline_validation_score": state["baseline_validation"], "validation_score": state["best_validation"],
-        "test_score": test_score, "n_train": n_train, "n_validation": n_val, "n_test": len(test),
+        "test_score": test_score, "n_train": len(run.train), "n_validation": len(run.val), "n_test": len(test),
         "train_seconds": round(state["train_seconds"], 2),
         "tokens_per_second": round(state["tokens"] / max(state["train_seconds"], 1e-9), 1),
         "losses": state["losses"], "validation": state["validation"],
-        "metric": "accuracy" if task.kind == "classification" else "exact_match",
+        "metric": "accuracy" if task.answer_type == "classification" else "exact_match",
+        "provenance": provenance(),  # a record only: never compared on resume
     }
     if state["step"] < cfg.steps:
         metrics["stopped_at_step"] = state["step"]  # early stopping (patience)
@@ -311,21 +331,13 @@ def finish_run(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, stat
         metrics["objective"] = "distill"
         metrics["validation_metric"] = "negative mean KL to the teacher"
         metrics["teacher_prompt"] = cfg.teacher_prompt
-        metrics["fidelity"] = fidelity(lm, best.to(lm.device), cfg.teacher_prompt, task, test, cfg.eval_batch_size)
-        metrics["fidelity_no_prompt"] = fidelity(lm, None, cfg.teacher_prompt, task, test, cfg.eval_batch_size)
+        metrics["faithfulness"] = teacher_faithfulness(lm, best.to(lm.device), cfg.teacher_prompt, task, test, cfg.eval_batch_size)
+        metrics["faithfulness_no_prompt"] = teacher_faithfulness(lm, None, cfg.teacher_prompt, task, test, cfg.eval_batch_size)
         meta["teacher_prompt"] = cfg.teacher_prompt
     final = SoftPrompt(best.cpu(), lm.name, {**meta, "step": state["best_step"], "test_score": test_score,
                                               "baseline_score": state["baseline_score"]})
-    _write_final(out, final, lm)
-    atomic.write_json(out / "metrics.json", metrics)
+    # the adapter files sit at the top of the run directory (PEFT reads them from there)
+    publish(run.out, lambda folder: final.save(folder, num_layers=getattr(lm.config, "num_hidden_layers", None),
+                                               num_heads=getattr(lm.config, "num_attention_heads", None)))
+    atomic.write_json(run.out / "metrics.json", metrics)
     return TuningResult(prompt=final, metrics=metrics)
-
-
-def _write_final(out: Path, prompt: SoftPrompt, lm: LanguageModel) -> None:
-    # the adapter files sit at the top of the run directory (PEFT reads them from there); each is atomic
-    staging = out / ".final"
-    prompt.save(staging, num_layers=getattr(lm.config, "num_hidden_layers", None),
-                num_heads=getattr(lm.config, "num_attention_heads", None))
-    for f in sorted(staging.iterdir()):
-        f.replace(out / f.name)
-    shutil.rmtree(staging, ignore_errors=True)

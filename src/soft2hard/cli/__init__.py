@@ -14,34 +14,19 @@ import warnings
 from pathlib import Path
 
 from soft2hard.cli import bias, dod, evaluate, interpret, optimize, report, translator
-from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args, model_kwargs
+from soft2hard.cli.common import (
+    Parser,
+    add_model_args,
+    cache_dir,
+    load_model_from_args,
+    model_kwargs,
+    tuning_options,
+)
 from soft2hard.dod import DEFAULT_PACK
 from soft2hard.errors import Soft2HardError
 
 logger = logging.getLogger("soft2hard")
 DEFAULT_DEMO_TASK = "gen/plural"
-
-
-def _add_tuning_args(p: argparse.ArgumentParser, seed: bool = True) -> None:
-    p.add_argument("--tokens", type=int, default=20, help="number of virtual tokens (default 20)")
-    p.add_argument("--steps", type=int, default=150, help="optimizer steps (default 150)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=3e-2, help="AdamW learning rate (default 3e-2)")
-    p.add_argument("--init", default="vocab", choices=["vocab", "random", "text"], help="prompt initialisation")
-    p.add_argument("--init-text", default=None, help="text for --init text")
-    if seed:
-        p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=50, help="validate and checkpoint every N steps")
-    p.add_argument("--patience", type=int, default=None,
-                   help="stop early after N validations in a row without a better score (default: never)")
-    p.add_argument("--max-train-examples", type=int, default=None)
-    p.add_argument("--objective", default="task", choices=["task", "distill"],
-                   help="task: learn the task's targets | distill: match the model given --teacher-prompt")
-    p.add_argument("--teacher-prompt", default=None,
-                   help="text (or @FILE) that a distilled prompt replaces; --task/--inputs supplies the inputs")
-    p.add_argument("--distill-targets", default="task", choices=["task", "teacher"],
-                   help="distillation is teacher-forced on the task's targets or on the teacher's own greedy "
-                        "continuations (no labels needed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--inputs", default=None, help="for --objective distill: the inputs (a task name or file; "
                       "an alias of --task)")
     tune.add_argument("--out", type=Path, required=True, help="run directory")
-    _add_tuning_args(tune)
+    tuning_options().add_to(tune)
     tune.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
     tune.add_argument("--overwrite", action="store_true", help="delete an existing run in --out first")
     tune.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -82,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     many.add_argument("--out", type=Path, required=True, help="folder of run directories")
     many.add_argument("--pack", type=int, default=DEFAULT_PACK,
                       help=f"prompts trained per model pass (default {DEFAULT_PACK})")
-    _add_tuning_args(many, seed=False)
+    tuning_options().add_to(many, skip=("seed",))
     many.add_argument("--resume", action="store_true", help="continue: finished runs are kept, others resume")
     many.add_argument("--overwrite", action="store_true", help="delete the existing runs first")
     many.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -119,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--target", default="gemma3-270m", help="where the texts are deployed (default gemma3-270m)")
     demo.add_argument("--max-examples", type=int, default=30, help="test examples per condition (default 30)")
+    demo.add_argument("--translator", type=Path, default=None,
+                      help="translator directory (default: the one shipped for the built-in source model)")
+    demo.add_argument("--profile", type=Path, default=None,
+                      help="InSPEcT profile (default: the one shipped for the built-in source model)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -150,7 +139,7 @@ def cmd_tasks(args) -> None:
     if args.tasks_command == "show":
         task = get_task(args.name, cache_dir=cache_dir(args))
         splits = task.splits(seed=args.seed)
-        print(f"{task.name}  ({task.source}, {task.kind})")
+        print(f"{task.name}  ({task.source}, {task.answer_type})")
         print(f"description: {task.description}  [from {task.description_source}]")
         if task.labels:
             print(f"labels: {', '.join(task.labels)}")
@@ -164,24 +153,7 @@ def cmd_tasks(args) -> None:
 
 
 def _tuning_config(args, seed: int | None = None):
-    from soft2hard.tuning import TuningConfig
-
-    return TuningConfig(n_tokens=args.tokens, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                        init=args.init, init_text=args.init_text, seed=args.seed if seed is None else seed,
-                        eval_every=args.eval_every, patience=args.patience,
-                        max_train_examples=args.max_train_examples, objective=args.objective,
-                        teacher_prompt=_read_text_arg(args.teacher_prompt), distill_targets=args.distill_targets)
-
-
-def _read_text_arg(value: str | None) -> str | None:
-    """'@path' reads the text from a file."""
-    if value is None or not value.startswith("@"):
-        return value
-    path = Path(value[1:])
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as err:
-        raise Soft2HardError(f"cannot read teacher prompt file {path}: {err.__class__.__name__}") from None
+    return tuning_options().config(args, **({} if seed is None else {"seed": seed}))
 
 
 def cmd_tune(args) -> None:
@@ -199,9 +171,9 @@ def cmd_tune(args) -> None:
     m = result.metrics
     print(f"{task.name}: {m['metric']} no prompt {m['baseline_score']:.3f} -> soft prompt {m['test_score']:.3f} "
           f"(test n={m['n_test']}, best step {m['best_step']}, {m['train_seconds']:.0f} s training)")
-    if "fidelity" in m:
-        f, f0 = m["fidelity"], m["fidelity_no_prompt"]
-        print(f"distillation fidelity (test): agreement with teacher {f0['agreement']:.3f} -> {f['agreement']:.3f}, "
+    if "faithfulness" in m:
+        f, f0 = m["faithfulness"], m["faithfulness_no_prompt"]
+        print(f"distillation faithfulness (test): agreement with teacher {f0['agreement']:.3f} -> {f['agreement']:.3f}, "
               f"mean KL {f0['mean_kl']:.3f} -> {f['mean_kl']:.3f} (no prompt -> soft prompt)")
     print(f"wrote {args.out}/adapter_model.safetensors (PEFT prompt-tuning adapter) and {args.out}/metrics.json")
 
@@ -314,7 +286,7 @@ def cmd_score(args) -> None:
     lm.check_prompt(prompt.tensor)
     examples = getattr(task.splits(seed=seed), args.split)[: args.max_examples]
     result = {"task": task.name, "split": args.split, "seed": seed, "n": len(examples),
-              "metric": "accuracy" if task.kind == "classification" else "exact_match",
+              "metric": "accuracy" if task.answer_type == "classification" else "exact_match",
               "no_prompt": score(lm, None, task, examples),
               "soft_prompt": score(lm, prompt.tensor.to(lm.device), task, examples)}
     if args.json:
@@ -329,7 +301,8 @@ def cmd_demo(args) -> None:
 
     run_demo(model=args.model, task=args.task, out=args.out, steps=args.steps, seed=args.seed,
              device=args.device, dtype=args.dtype, amp=args.amp, cache_dir=cache_dir(args), target=args.target,
-             max_examples=args.max_examples, progress=not args.quiet)
+             max_examples=args.max_examples, progress=not args.quiet, translator=args.translator,
+             profile=args.profile)
 
 
 COMMANDS = {"models": cmd_models, "tasks": cmd_tasks, "tune": cmd_tune, "tune-many": cmd_tune_many,
@@ -349,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a model hub
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # transformers' deprecation notices about its own internals (past_key_values, is_gradient_checkpointing, ...)
+    # transformers' deprecation notices about its own internals (is_gradient_checkpointing, ...)
     # say nothing a soft2hard user can act on. Renamed keywords warn at stacklevel 2, i.e. from torch's
     # Module.__call__ rather than from transformers, hence the message pattern as well as the module.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)(\.|$)")

@@ -1,4 +1,4 @@
-"""CLI: ``describe`` (projection / InSPEcT) and ``inspect calibrate``."""
+"""CLI: ``describe`` (any interpreter of :mod:`soft2hard.interpret.registry`) and ``inspect calibrate``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from pathlib import Path
 
 from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args
 from soft2hard.errors import Soft2HardError
-
-METHODS = ("projection", "inspect")
+from soft2hard.interpret.registry import NAMES as METHODS
 
 
 def _add_grid_args(p: argparse.ArgumentParser) -> None:
@@ -25,14 +24,20 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_parsers(sub) -> None:
-    d = sub.add_parser("describe", help="describe a soft prompt in text (projection baseline or InSPEcT)")
+    d = sub.add_parser("describe", help="describe a soft prompt in text (projection, InSPEcT or the translator)")
     d.add_argument("prompt", type=Path, help="PEFT adapter directory or .safetensors file")
-    d.add_argument("--method", default="inspect", choices=METHODS)
+    d.add_argument("--method", default="inspect", choices=METHODS,
+                   help="interpreter (default inspect: label-free InSPEcT); inspect_oracle is --oracle")
     add_model_args(d, default=None)
     d.add_argument("--projection-metric", default="cosine", choices=["cosine", "l2"])
     _add_grid_args(d)
     d.add_argument("--oracle", action="store_true",
-                   help="run the grid and pick the pair whose text best matches the reference (needs one)")
+                   help="run the grid and pick the pair whose text best matches the reference (needs one); "
+                        "the same as --method inspect_oracle")
+    d.add_argument("--translator", type=Path, default=None,
+                   help="for --method translator: its folder (default: the one shipped for the model)")
+    d.add_argument("--cue", default="instruction", choices=["instruction", "labels"],
+                   help="for --method translator: ask for the task instruction or for the label set")
     d.add_argument("--reference", default=None, help="reference text to score descriptions against")
     d.add_argument("--task", default=None, help="take the reference (and labels) from this task")
     d.add_argument("--score-metric", default="rouge_l", choices=["rouge_l", "embedding_cosine", "class_rate"])
@@ -76,44 +81,31 @@ def _reference(args):
 
 
 def cmd_describe(args) -> None:
-    from soft2hard.interpret.selection import (
-        Profile,
-        describe_label_free,
-        find_profile,
-        oracle_rank,
-        parse_pairs,
-        score_texts,
-    )
+    from soft2hard.interpret.registry import InterpreterSettings, get_interpreter
+    from soft2hard.interpret.selection import parse_pairs, score_texts
     from soft2hard.prompts import SoftPrompt
 
+    method = "inspect_oracle" if args.oracle else args.method
+    if args.oracle and args.method not in ("inspect", "inspect_oracle"):
+        raise Soft2HardError(f"--oracle picks an InSPEcT layer pair; it does not apply to --method {args.method}")
     prompt = SoftPrompt.load(args.prompt)
     reference, labels = _reference(args)
-    if args.oracle and not reference:
+    if method == "inspect_oracle" and not reference:
         raise Soft2HardError("--oracle needs a reference: pass --reference TEXT or --task NAME")
     if args.heatmap and not reference:
         raise Soft2HardError("--heatmap plots scores, so it needs --reference or --task")
-    cfg = _inspect_config(args) if args.method == "inspect" else None
+    grid_asked = method == "inspect_oracle" or args.pairs or args.sources or args.targets or args.heatmap
     args.model = args.model or prompt.model or "smollm2-135m"
     lm = load_model_from_args(args)
     lm.check_prompt(prompt.tensor)
-    grid_asked = args.oracle or args.pairs or args.sources or args.targets or args.heatmap
-
-    if args.method == "projection":
-        from soft2hard.interpret.projection import project
-
-        descs = [project(lm, prompt.tensor.to(lm.device), args.projection_metric)]
-    elif grid_asked:
-        from soft2hard.interpret.inspection import inspect_grid
-
-        pairs = parse_pairs(args.pairs) if args.pairs else None
-        descs = inspect_grid(lm, prompt.tensor.to(lm.device), cfg, pairs=pairs, progress=not args.json)
-    else:
-        path = args.profile or find_profile(cache_dir(args), lm.name)
-        descs = describe_label_free(lm, prompt.tensor.to(lm.device), Profile.load(path), k=1)
-
-    if reference and args.oracle:
-        descs = oracle_rank(descs, reference, args.score_metric, labels)
-    elif reference:
+    settings = InterpreterSettings(
+        cache_dir=cache_dir(args), profile=args.profile, translator=args.translator,
+        projection_metric=args.projection_metric, grid=_inspect_config(args) if grid_asked else None,
+        pairs=parse_pairs(args.pairs) if args.pairs else None, oracle_metric=args.score_metric,
+        progress=not args.json, share_model=True)
+    descs = get_interpreter(method, lm, settings).describe(prompt.tensor, cue=args.cue, reference=reference,
+                                                           labels=labels)
+    if reference and method != "inspect_oracle":
         for d, s in zip(descs, score_texts([d.text for d in descs], reference, args.score_metric, labels)):
             d.score = float(s)
             d.details["score_metric"] = args.score_metric
@@ -123,18 +115,22 @@ def cmd_describe(args) -> None:
         layer_heatmap(descs, args.heatmap, title=f"{args.prompt.name}: {args.score_metric} per layer pair",
                       metric=args.score_metric)
     if args.json:
-        print(json.dumps({"prompt": str(args.prompt), "model": lm.name, "reference": reference,
+        print(json.dumps({"prompt": str(args.prompt), "model": lm.name, "method": method, "reference": reference,
                           "descriptions": [d.to_dict() for d in descs]}, indent=2))
         return
     _print_descriptions(descs, args, reference)
 
 
 def _print_descriptions(descs, args, reference) -> None:
-    if args.method == "projection":
+    if descs and descs[0].method == "projection":
         d = descs[0]
         key = "cosine" if "cosine" in d.details else "l2_distance"
         print(f"projection ({d.details['metric']}): {d.text!r}")
         print("  " + "  ".join(f"{tok}:{v:.2f}" for tok, v in zip(d.details["tokens"], d.details[key])))
+    elif descs and descs[0].method == "translator":
+        d = descs[0]
+        tag = f"  {args.score_metric}={d.score:.3f}" if d.score is not None else ""
+        print(f"translator ({d.details['cue']}): {d.text!r}{tag}")
     else:
         if descs and descs[0].oracle:
             print(f"ORACLE selection (best of {len(descs)} pairs by {args.score_metric} against the reference):")

@@ -7,13 +7,12 @@ from pathlib import Path
 
 from soft2hard.cli.common import add_model_args, cache_dir, load_model_from_args
 from soft2hard.errors import Soft2HardError
-
-RLPROMPT_ONLY = ("samples_per_step", "top_k", "sql_loss", "reward_scale")
+from soft2hard.optimize import METHODS
 
 
 def add_parsers(sub) -> None:
     o = sub.add_parser("optimize", help="optimize an interpretable hard prompt directly (PEZ or RLPrompt)")
-    o.add_argument("--method", required=True, choices=["pez", "rlprompt"])
+    o.add_argument("--method", required=True, choices=list(METHODS))
     add_model_args(o)
     o.add_argument("--task", required=True, help="task name or JSONL/CSV file (RLPrompt: classification only)")
     o.add_argument("--out", type=Path, required=True)
@@ -32,7 +31,7 @@ def add_parsers(sub) -> None:
     o.add_argument("--reward-scale", type=float, default=None,
                    help="RLPrompt only: multiplier of the z-scored reward (default 1; official RLPrompt: 5)")
     o.add_argument("--weight", type=float, default=0.0,
-                   help="interpretability weight: PEZ fluency weight w in [0,1], RLPrompt perplexity penalty lambda")
+                   help="interpretability weight: " + "; ".join(f"{m.name}: {m.weight}" for m in METHODS.values()))
     o.add_argument("--sweep", default=None, help="comma-separated weights: one run each, then a table and a plot")
     o.add_argument("--soft-prompt", type=Path, default=None,
                    help="a soft prompt for the same task: the sweep reports faithfulness to it")
@@ -44,22 +43,17 @@ def add_parsers(sub) -> None:
 
 
 def _config(args):
-    from soft2hard.optimize import PezConfig, RLPromptConfig
-
-    common = {"seed": args.seed}
+    method = METHODS[args.method]
+    given = {"seed": args.seed, "weight": args.weight, "n_tokens": args.tokens}
     for name in ("steps", "eval_every", "batch_size", "lr"):
-        if getattr(args, name) is not None:
-            common[name] = getattr(args, name)
-    if args.method == "pez":
-        for flag in RLPROMPT_ONLY:
-            if getattr(args, flag) is not None:
-                raise Soft2HardError(f"--{flag.replace('_', '-')} is an RLPrompt setting; PEZ has no such setting")
-        return PezConfig(**common, fluency_weight=args.weight, **({"n_tokens": args.tokens} if args.tokens else {}))
-    for name in RLPROMPT_ONLY:
-        if getattr(args, name) is not None:
-            common[name] = getattr(args, name)
-    return RLPromptConfig(**common, perplexity_weight=args.weight,
-                          **({"prompt_length": args.tokens} if args.tokens else {}))
+        given[name] = getattr(args, name)
+    for other in METHODS.values():
+        for name in other.only:
+            if getattr(args, name) is not None and name not in method.only:
+                raise Soft2HardError(f"--{name.replace('_', '-')} is an {other.label} setting; {method.label} has no "
+                                     f"such setting")
+            given[name] = getattr(args, name)
+    return method.config(**{k: v for k, v in given.items() if v is not None})  # unset: the method's default
 
 
 def _weights(spec: str) -> list[float]:
@@ -73,7 +67,8 @@ def _weights(spec: str) -> list[float]:
 
 
 def cmd_optimize(args) -> None:
-    from soft2hard.optimize.sweep import run_one, run_sweep
+    from soft2hard.optimize import run_one
+    from soft2hard.optimize.sweep import run_sweep
     from soft2hard.prompts import SoftPrompt
     from soft2hard.tasks import get_task
 
@@ -98,11 +93,11 @@ def cmd_optimize(args) -> None:
     result = run_one(lm, task, args.method, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
                      progress=not args.quiet)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
         return
-    flags = ", ".join(result["degenerate"]) or "none"
-    print(f"{task.name}: {result['text']!r}\n  {result['metric']} {result['test_score']:.3f} (test), perplexity "
-          f"{result['perplexity']:.1f}, word validity {result['word_validity']:.2f}, degenerate: {flags}")
+    flags = ", ".join(result.degenerate) or "none"
+    print(f"{task.name}: {result.text!r}\n  {result.metric} {result.test_score:.3f} (test), perplexity "
+          f"{result.perplexity:.1f}, word validity {result.word_validity:.2f}, degenerate: {flags}")
 
 
 COMMANDS = {"optimize": cmd_optimize}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args, model_kwargs
 from soft2hard.errors import Soft2HardError
+from soft2hard.interpret.registry import NAMES
 
 
 def add_parsers(sub) -> None:
@@ -28,14 +29,15 @@ def add_parsers(sub) -> None:
     t.add_argument("--overwrite", action="store_true")
     t.add_argument("--quiet", action="store_true")
 
-    e = tsub.add_parser("eval", help="held-out comparison: projection, InSPEcT (label-free, oracle), translator")
+    e = tsub.add_parser("eval", help="held-out comparison of the interpreters: projection, InSPEcT (label-free, "
+                        "oracle), translator")
     e.add_argument("--dod", type=Path, required=True)
     e.add_argument("--translator", type=Path, default=None, help="translator folder (default: the shipped one)")
     e.add_argument("--out", type=Path, required=True, help="folder for rows.json, summary.json, results.md")
     e.add_argument("--oracle-layers", default="1-29:4", help="layer grid searched by oracle InSPEcT")
     e.add_argument("--max-tasks", type=int, default=None)
-    e.add_argument("--methods", default="projection,inspect_label_free,inspect_oracle,translator",
-                   help="comma-separated subset of projection, inspect_label_free, inspect_oracle, translator")
+    e.add_argument("--methods", default=",".join(NAMES),
+                   help=f"comma-separated interpreters (default all: {', '.join(NAMES)})")
     e.add_argument("--profile", type=Path, default=None, help="label-free InSPEcT profile (default: the model's)")
     add_model_args(e, model=False, title="model (the DoD's)")
 
@@ -49,12 +51,6 @@ def add_parsers(sub) -> None:
     tl.add_argument("--json", action="store_true")
 
 
-def _load_translator(args, lm):
-    from soft2hard.interpret.translator import load_translator, shipped_translator
-
-    return load_translator(lm, args.translator or shipped_translator(lm.name))
-
-
 def cmd_translate(args) -> None:
     from soft2hard.models import canonical_model_name
     from soft2hard.prompts import SoftPrompt
@@ -63,10 +59,13 @@ def cmd_translate(args) -> None:
     if prompt.model and canonical_model_name(prompt.model) != canonical_model_name(args.model):
         raise Soft2HardError(f"{args.prompt} was trained on {prompt.model!r}, but the translator reads prompts of "
                              f"{args.model!r}; translate it with a translator for {prompt.model!r}")
+    from soft2hard.interpret.registry import InterpreterSettings, get_interpreter
+
     lm = load_model_from_args(args)
     lm.check_prompt(prompt.tensor)
-    translator = _load_translator(args, lm)
-    desc = translator.translate([prompt.tensor], cue=args.cue, max_new_tokens=args.max_new_tokens)[0]
+    settings = InterpreterSettings(cache_dir=cache_dir(args), translator=args.translator,
+                                   max_new_tokens=args.max_new_tokens, share_model=True)
+    desc = get_interpreter("translator", lm, settings).describe(prompt.tensor, cue=args.cue)[0]
     if args.json:
         print(json.dumps({"text": desc.text, "method": "translator", "cue": args.cue, "prompt": str(args.prompt),
                           "model": lm.name}, indent=2))
@@ -98,13 +97,13 @@ def cmd_translator(args) -> None:
               f"{tr.meta['train_tasks']} tasks in {tr.meta['train_seconds']:.0f} s (final loss {tr.meta['final_loss']:.3f})")
         return
     if args.translator_command == "eval":
-        from soft2hard.interpret.translator_eval import evaluate_translator, write_results
+        from soft2hard.interpret.comparison import compare_interpreters, write_results
 
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
         manifest = Manifest.load(args.dod)
-        rows, summary = evaluate_translator(manifest, args.translator, cache_dir(args), device=args.device,
-                                            dtype=args.dtype, amp=args.amp, oracle_layers=args.oracle_layers,
-                                            max_tasks=args.max_tasks, profile_path=args.profile, methods=methods)
+        rows, summary = compare_interpreters(manifest, args.translator, cache_dir(args), device=args.device,
+                                             dtype=args.dtype, amp=args.amp, oracle_layers=args.oracle_layers,
+                                             max_tasks=args.max_tasks, profile_path=args.profile, methods=methods)
         write_results(args.out, rows, summary)
         print((args.out / "results.md").read_text())
         return

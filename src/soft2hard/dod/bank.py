@@ -16,6 +16,7 @@ from soft2hard import atomic
 from soft2hard.dod.config import PLAN_NAME
 from soft2hard.dod.manifest import MANIFEST_NAME, Manifest
 from soft2hard.errors import Soft2HardError
+from soft2hard.provenance import provenance
 
 BANK_FILE = "prompts.safetensors"
 
@@ -40,7 +41,7 @@ def pack(manifest: Manifest, out: Path, best_only: bool = False) -> Manifest:
         raise Soft2HardError(f"{manifest.root}: the DoD has no finished prompts to pack")
     packed = Manifest(root=out, model=manifest.model, tasks=tasks,
                       settings={**manifest.settings, "packed_from": str(manifest.root), "dtype": "float16",
-                                "best_only": best_only})
+                                "best_only": best_only, "provenance": provenance()})
     atomic.save_tensors(out / BANK_FILE, tensors, {"format": "pt"})
     atomic.write_json(out / MANIFEST_NAME, packed.to_dict())  # last: its presence marks a complete bank
     return packed
@@ -112,7 +113,7 @@ def append_shard(build_dir: Path, bank: Path, job_entries) -> Path | None:
         atomic.write_json(plan_dst, atomic.read_json(plan_src))
     atomic.save_tensors(bank / SHARD_DIR / f"{name}.safetensors", tensors, {"format": "pt"})
     atomic.write_json(bank / SHARD_DIR / f"{name}.json", {"format": SHARD_FORMAT, "version": SHARD_VERSION,
-                                                          "jobs": jobs})
+                                                          "jobs": jobs, "provenance": provenance()})
     return bank / SHARD_DIR / f"{name}.json"
 
 

@@ -5,7 +5,7 @@ An evaluation folder holds:
     texts.json        per task: the reference and every interpretation text, with its faithfulness and perplexity
     results.json      one row per (model, task, condition): score, metric, exact match, ROUGE-L, text metrics
     predictions.json  the outputs behind each row (input, gold, output)
-    summary.json, results.csv, results.md   means and spread per model and condition
+    summary.json, results.csv, results.md   means and spread per model and condition (+ the software versions)
     api_cache.sqlite  API responses (when an API target is used): a rerun sends no request twice
 Every file is written atomically after each finished cell, so a run killed at any moment resumes where it
 stopped and never leaves a half-written file.
@@ -17,8 +17,7 @@ import csv
 import io
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -29,7 +28,9 @@ from soft2hard.evaluation import conditions as cond
 from soft2hard.evaluation.source import EvalTask, SourceSide
 from soft2hard.interpret.selection import parse_layers
 from soft2hard.metrics import mean_and_std
-from soft2hard.tuning import is_int, is_number
+from soft2hard.provenance import provenance
+from soft2hard.targets import LazyTarget
+from soft2hard.training import is_int, is_number
 
 logger = logging.getLogger(__name__)
 SETTINGS_VERSION = 1
@@ -38,16 +39,23 @@ ROW_TEXT_FIELDS = ("perplexity", "word_validity", "faithfulness", "faithfulness_
 
 @dataclass(frozen=True)
 class EvalConfig:
-    conditions: tuple[str, ...] = cond.DEFAULT_CONDITIONS
-    k_shot: int = 3  # solved examples in the few-shot condition
-    max_examples: int = 50  # test examples per task
-    seed: int = 0  # few-shot demo sampling
-    faithfulness_examples: int = 24  # test examples behind each text's faithfulness
-    pez_steps: int = 150
-    pez_fluency: float = 0.3  # w in (1-w)*task + w*fluency
-    rlprompt_steps: int = 150
-    rlprompt_lambda: float = 0.1  # reward -= lambda * log-perplexity of the prompt
-    inspect_grid: str | None = None  # layers (e.g. "1-29:7") for a per-task InSPEcT heatmap in the report
+    # help: the field's documentation, also the CLI option's help (soft2hard.cli.common.ConfigOptions)
+    conditions: tuple[str, ...] = field(default=cond.DEFAULT_CONDITIONS, metadata={
+        "help": f"comma-separated, from {', '.join(cond.CONDITIONS)} (default: all but pez and rlprompt)"})
+    k_shot: int = field(default=3, metadata={"help": "solved examples in the few-shot condition"})
+    max_examples: int = field(default=50, metadata={"help": "test examples per task"})
+    seed: int = field(default=0, metadata={"help": "few-shot demo sampling; split seed of bare tasks"})
+    faithfulness_examples: int = field(default=24, metadata={
+        "help": "test examples behind each text's faithfulness"})
+    pez_steps: int = field(default=150, metadata={"help": "PEZ optimizer steps"})
+    pez_weight: float = field(default=0.3, metadata={
+        "help": "PEZ interpretability weight w in [0, 1): (1-w)*task + w*fluency"})
+    rlprompt_steps: int = field(default=150, metadata={"help": "RLPrompt optimizer steps"})
+    rlprompt_weight: float = field(default=0.1, metadata={
+        "help": "RLPrompt perplexity penalty lambda >= 0: reward -= lambda * log-perplexity of the prompt "
+                "(classification tasks only)"})
+    inspect_grid: str | None = field(default=None, metadata={
+        "help": "also score an InSPEcT layer grid per task for the report's heatmap, e.g. 1-29:7"})
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.conditions if c not in cond.CONDITIONS]
@@ -57,10 +65,10 @@ class EvalConfig:
         for name in ("k_shot", "max_examples", "faithfulness_examples", "pez_steps", "rlprompt_steps"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise Soft2HardError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not 0.0 <= self.pez_fluency < 1.0:
-            raise Soft2HardError(f"pez_fluency must be in [0, 1), got {self.pez_fluency}")
-        if not (is_number(self.rlprompt_lambda) and self.rlprompt_lambda >= 0):
-            raise Soft2HardError(f"rlprompt_lambda must be a number >= 0, got {self.rlprompt_lambda!r}")
+        if not 0.0 <= self.pez_weight < 1.0:
+            raise Soft2HardError(f"pez_weight must be in [0, 1), got {self.pez_weight}")
+        if not (is_number(self.rlprompt_weight) and self.rlprompt_weight >= 0):
+            raise Soft2HardError(f"rlprompt_weight must be a number >= 0, got {self.rlprompt_weight!r}")
         if self.inspect_grid is not None:
             parse_layers(self.inspect_grid)
 
@@ -69,24 +77,8 @@ class EvalConfig:
 
     def optimizer_settings(self) -> dict[str, dict]:
         """What the optimized conditions pass to their optimizer (seeded per task with its split seed)."""
-        return {"pez": {"steps": self.pez_steps, "fluency_weight": self.pez_fluency},
-                "rlprompt": {"steps": self.rlprompt_steps, "perplexity_weight": self.rlprompt_lambda}}
-
-
-class LazyTarget:
-    """A target that is built (a model loaded, a client opened) only when a completion is first needed."""
-
-    def __init__(self, name: str, make: Callable[[], object]) -> None:
-        self.name, self._make, self._target = name, make, None
-
-    @property
-    def target(self):
-        if self._target is None:
-            self._target = self._make()
-        return self._target
-
-    def complete(self, prompts: list[str], max_tokens: int, stop: tuple[str, ...]) -> list[str]:
-        return self.target.complete(prompts, max_tokens=max_tokens, stop=stop)
+        return {"pez": {"steps": self.pez_steps, "weight": self.pez_weight},
+                "rlprompt": {"steps": self.rlprompt_steps, "weight": self.rlprompt_weight}}
 
 
 def check_settings(out: Path, settings: dict) -> None:
@@ -139,7 +131,7 @@ class Evaluation:
 
 def _row(item: EvalTask, condition: str, model: str, scores: dict, instruction: str | None,
          text_info: dict | None) -> dict:
-    row = {"task": item.name, "kind": item.kind, "condition": condition, "model": model, **scores,
+    row = {"task": item.name, "answer_type": item.answer_type, "condition": condition, "model": model, **scores,
            "instruction": instruction}
     row.update({k: (text_info or {}).get(k) for k in ROW_TEXT_FIELDS})
     if (text_info or {}).get("seen_in_training"):  # the interpreter saw this task: not a held-out score
@@ -149,7 +141,7 @@ def _row(item: EvalTask, condition: str, model: str, scores: dict, instruction: 
 
 def _source_work(state: Evaluation, item: EvalTask, source: SourceSide, source_name: str, cfg: EvalConfig,
                  bar) -> None:
-    entry = state.texts.setdefault(item.name, {"kind": item.kind, "reference": item.reference,
+    entry = state.texts.setdefault(item.name, {"answer_type": item.answer_type, "reference": item.reference,
                                                "origin": item.origin, "texts": {}})
     test = item.test(cfg.max_examples)
     for condition in [c for c in cfg.conditions if c in cond.TEXT_CONDITIONS and c not in entry["texts"]]:
@@ -196,7 +188,7 @@ def evaluate(items: list[EvalTask], source: SourceSide, source_name: str, target
     if missing and needs:
         raise Soft2HardError(f"no soft prompt for {', '.join(missing[:3])}: the conditions {', '.join(needs)} need "
                              "one (pass --dod DIR or --prompt TASK=PATH), or leave them out with --conditions")
-    if "rlprompt" in cfg.conditions and (generation := [i.name for i in items if i.task.kind != "classification"]):
+    if "rlprompt" in cfg.conditions and (generation := [i.name for i in items if i.task.answer_type != "classification"]):
         raise Soft2HardError(f"the rlprompt condition needs classification tasks; {', '.join(generation[:3])} "
                              f"{'is a generation task' if len(generation) == 1 else 'are generation tasks'}: "
                              "leave rlprompt out with --conditions, or evaluate only classification tasks")
@@ -280,9 +272,11 @@ def _source_model(rows: list[dict]) -> str:
 
 
 def write_tables(out: Path, rows: list[dict], settings: dict) -> None:
-    atomic.write_json(out / "summary.json", {"settings": settings, "by_model": summarize(rows)})
+    # provenance stays out of settings.json, which a rerun compares: a newer version still resumes the folder
+    atomic.write_json(out / "summary.json", {"settings": settings, "by_model": summarize(rows),
+                                             "provenance": provenance()})
     buf = io.StringIO()
-    fields = ["task", "kind", "condition", "model", "metric", "score", "exact_match", "rouge_l", "n",
+    fields = ["task", "answer_type", "condition", "model", "metric", "score", "exact_match", "rouge_l", "n",
               *ROW_TEXT_FIELDS, "instruction"]
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()

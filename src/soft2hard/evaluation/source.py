@@ -35,8 +35,8 @@ class EvalTask:
     dod_kind: str | None = None  # general | classification | distilled: picks the translator's cue
 
     @property
-    def kind(self) -> str:
-        return self.task.kind
+    def answer_type(self) -> str:
+        return self.task.answer_type
 
     @property
     def name(self) -> str:
@@ -73,7 +73,7 @@ class SourceSide:
         """``lm``: the source model when the caller has it loaded already."""
         self.model_name, self.cache_dir, self.device, self.dtype, self.amp = model, cache_dir, device, dtype, amp
         self.translator_dir, self.profile_path, self.progress = translator_dir, profile, progress
-        self._lm, self._translator, self._profile = lm, None, None
+        self._lm, self._interpreters = lm, {}
 
     @property
     def lm(self):
@@ -89,22 +89,19 @@ class SourceSide:
     def name(self) -> str:
         return self.lm.name
 
-    def translator(self):
-        if self._translator is None:  # LoRA changes the model it wraps: the translator gets its own copy
-            from soft2hard.interpret.translator import load_translator, shipped_translator
-            from soft2hard.models import load_model
+    def interpreter(self, name: str):
+        """The registry's interpreter ``name`` on the source model, made once (it loads what it needs itself)."""
+        if name not in self._interpreters:
+            from soft2hard.interpret.registry import InterpreterSettings, get_interpreter
 
-            copy = load_model(self.model_name, device=self.device, dtype=self.dtype, cache_dir=self.cache_dir,
-                              amp=self.amp)
-            self._translator = load_translator(copy, self.translator_dir or shipped_translator(copy.name))
-        return self._translator
+            settings = InterpreterSettings(cache_dir=self.cache_dir, profile=self.profile_path,
+                                           translator=self.translator_dir,
+                                           load={"device": self.device, "dtype": self.dtype, "amp": self.amp})
+            self._interpreters[name] = get_interpreter(name, self.lm, settings)
+        return self._interpreters[name]
 
     def profile(self):
-        if self._profile is None:
-            from soft2hard.interpret.selection import Profile, find_profile
-
-            self._profile = Profile.load(self.profile_path or find_profile(self.cache_dir, self.lm.name))
-        return self._profile
+        return self.interpreter("inspect").profile
 
     def soft_prompt_outputs(self, item: EvalTask, examples: tuple[Example, ...]) -> list[str]:
         """Greedy outputs of the source model given the soft prompt and the task's own template."""
@@ -127,35 +124,29 @@ class SourceSide:
             return {"text": item.reference}
         if condition in optimizers:
             return self._optimized(item, condition, optimizers[condition], out / condition)
-        prompt = item.prompt.to(self.lm.device)
-        if condition == "projection":
-            from soft2hard.interpret.projection import project
+        from soft2hard.interpret.registry import LABEL_FREE
+        from soft2hard.interpret.translator import KIND_CUE
 
-            return {"text": project(self.lm, prompt).text}
-        if condition == "inspect":
-            from soft2hard.interpret.selection import describe_label_free
-
-            d = describe_label_free(self.lm, prompt, self.profile(), k=1)[0]
-            seen = seen_in_training(item.name, "inspect", self.profile().saw(item.name))
-            return {"text": d.text, "layers": list(d.layers), **seen}
+        if condition not in LABEL_FREE:
+            raise ValueError(f"no text for condition {condition!r}")
+        cue = KIND_CUE.get(item.dod_kind or "general", "instruction")  # an instruction unless told otherwise
+        interpreter = self.interpreter(condition)
+        d = interpreter.describe(item.prompt.to(self.lm.device), cue=cue)[0]
+        out = {"text": d.text}
+        if d.layers:
+            out["layers"] = list(d.layers)
         if condition == "translator":
-            from soft2hard.interpret.translator import KIND_CUE
-
-            cue = KIND_CUE.get(item.dod_kind or "general", "instruction")  # an instruction unless told otherwise
-            seen = seen_in_training(item.name, "translator", self.translator().saw(item.name))
-            return {"text": self.translator().translate([prompt], cue=cue)[0].text, "cue": cue, **seen}
-        raise ValueError(f"no text for condition {condition!r}")
+            out["cue"] = cue
+        return {**out, **seen_in_training(item.name, condition, interpreter.saw(item.name))}
 
     def _optimized(self, item: EvalTask, method: str, settings: dict, runs_dir: Path) -> dict:
         """A PEZ or RLPrompt prompt optimized on the source model (resumable, one run folder per task)."""
-        from soft2hard.optimize import PezConfig, RLPromptConfig
-        from soft2hard.optimize.sweep import run_one
+        from soft2hard.optimize import get_optimizer, run_one
 
-        config = PezConfig if method == "pez" else RLPromptConfig
-        cfg = config(seed=item.split_seed, **settings)  # the seed fixes the split: training sees the train split only
+        cfg = get_optimizer(method).config(seed=item.split_seed, **settings)  # the seed fixes the split: training sees the train split only
         result = run_one(self.lm, item.task, method, cfg, runs_dir / slug(item.name), resume=True,
                          progress=self.progress)
-        return {"text": result["text"], "ids": result["ids"], "source_test_score": result["test_score"]}
+        return {"text": result.text, "ids": result.ids, "source_test_score": result.test_score}
 
     def text_metrics(self, item: EvalTask, text: str, examples: tuple[Example, ...]) -> dict:
         """Scrutability of ``text`` and, when there is a soft prompt, its faithfulness to it on ``examples``."""

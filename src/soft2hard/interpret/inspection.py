@@ -17,7 +17,6 @@ decoding uses the KV cache and drops finished rows.
 
 from __future__ import annotations
 
-import copy
 import logging
 import random
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from soft2hard.errors import Soft2HardError
-from soft2hard.hooks import block_names, hooked
+from soft2hard.hooks import hooked
 from soft2hard.interpret.base import Description
 from soft2hard.lm import LanguageModel
 
@@ -53,15 +52,21 @@ INJECT_MODES = ("input", "block0")
 
 @dataclass
 class InspectConfig:
-    source_layers: Sequence[int] | None = None  # blocks whose output is read; default 1..L-1
-    target_layers: Sequence[int] | None = None  # blocks whose output is overwritten; default 1..L-1
-    n_demos: int = 4  # few-shot demos in the inspection prompt
-    demo_seed: int = 0  # which demos, in which order (the official code did not seed this)
-    demos: Sequence[tuple[str, str]] = field(default_factory=lambda: DEMOS)
-    placeholder: str = " x"  # must be one token
-    max_new_tokens: int = 60
-    inject: str = "input"  # input: prompt as input embeddings (as trained) | block0: as block 0's output
-    batch_size: int = 96  # (s, t) pairs per batch
+    # help: the field's documentation, also the CLI option's help (soft2hard.cli.common.ConfigOptions)
+    source_layers: Sequence[int] | None = field(default=None, metadata={
+        "help": "blocks whose output is read (default 1..L-1)"})
+    target_layers: Sequence[int] | None = field(default=None, metadata={
+        "help": "blocks whose output is overwritten (default 1..L-1)"})
+    n_demos: int = field(default=4, metadata={"help": "demos in the inspection prompt"})
+    demo_seed: int = field(default=0, metadata={
+        "help": "which demos, in which order (the official code did not seed this)"})
+    demos: Sequence[tuple[str, str]] = field(default_factory=lambda: DEMOS, metadata={
+        "help": "(description, labels) pairs the demos are drawn from"})
+    placeholder: str = field(default=" x", metadata={"help": "the placeholder token (must be one token)"})
+    max_new_tokens: int = field(default=60, metadata={"help": "length of each generated description"})
+    inject: str = field(default="input", metadata={
+        "help": "source pass: prompt as input embeddings (as trained) or as block 0's output (official code)"})
+    batch_size: int = field(default=96, metadata={"help": "layer pairs per batch"})
 
     def __post_init__(self) -> None:
         if self.inject not in INJECT_MODES:
@@ -103,7 +108,7 @@ def inspection_prompt(lm: LanguageModel, cfg: InspectConfig, n: int) -> tuple[li
 def source_states(lm: LanguageModel, prompt: torch.Tensor, inject: str = "input") -> torch.Tensor:
     """Output of every block at the n prompt positions. Returns (L, n, D)."""
     lm.check_prompt(prompt)
-    names = block_names(lm.model)
+    names = lm.block_names()
     n = prompt.shape[0]
     states: dict[int, torch.Tensor] = {}
 
@@ -111,7 +116,7 @@ def source_states(lm: LanguageModel, prompt: torch.Tensor, inject: str = "input"
         states[names.index(name[: -len(".output")])] = t[0, -n:].float().clone()
 
     hooks = {f"{b}.output": keep for b in names}
-    p = prompt.to(lm.device, lm.model.get_input_embeddings().weight.dtype)
+    p = prompt.to(lm.device, lm.weight_dtype)
     if inject == "block0":
         # the official code: run n placeholder tokens and overwrite block 0's output with the prompt
         hooks[f"{names[0]}.output"] = lambda t, *, name: _replace_tail(t, p, n)
@@ -120,7 +125,7 @@ def source_states(lm: LanguageModel, prompt: torch.Tensor, inject: str = "input"
         embeds = p[None]
     mask = torch.ones(1, embeds.shape[1], dtype=torch.long, device=lm.device)
     with hooked(lm.model, hooks):
-        lm._decode(embeds, mask, use_cache=False)
+        lm.forward_embeds(embeds, mask)
     if inject == "block0":
         states[0] = prompt.float().to(lm.device)
     return torch.stack([states[i] for i in range(len(names))])
@@ -147,7 +152,7 @@ def inspect_grid(lm: LanguageModel, prompt: torch.Tensor, cfg: InspectConfig | N
                  pairs: Sequence[tuple[int, int]] | None = None, progress: bool = False) -> list[Description]:
     """Describe ``prompt`` with every (source, target) pair of the grid; batched, KV-cached."""
     cfg = cfg or InspectConfig()
-    names = block_names(lm.model)
+    names = lm.block_names()
     pairs = list(pairs) if pairs is not None else cfg.grid(len(names))
     for s, t in pairs:
         if not (0 <= s < len(names) and 0 <= t < len(names)):
@@ -157,8 +162,7 @@ def inspect_grid(lm: LanguageModel, prompt: torch.Tensor, cfg: InspectConfig | N
     ids, start = inspection_prompt(lm, cfg, n)
     prefix = torch.tensor([ids[:start]], device=lm.device)
     placeholders = torch.tensor([ids[start:]], device=lm.device)
-    out = lm._decode(lm.embed(prefix), torch.ones_like(prefix), use_cache=True)  # the shared demos, once
-    prefix_cache = out.past_key_values
+    prefix_cache = lm.cache_of(lm.forward_embeds(lm.embed(prefix), torch.ones_like(prefix), use_cache=True))  # once
     texts: dict[tuple[int, int], str] = {}
     bar = tqdm(total=len(pairs), desc="inspect", disable=not progress, dynamic_ncols=True)
     for i in range(0, len(pairs), cfg.batch_size):
@@ -170,17 +174,11 @@ def inspect_grid(lm: LanguageModel, prompt: torch.Tensor, cfg: InspectConfig | N
     return [Description(text=texts[p], method="inspect", layers=p) for p in pairs]
 
 
-def _copy_cache(cache, batch: int):
-    new = copy.deepcopy(cache)
-    new.batch_repeat_interleave(batch)
-    return new
-
-
 def _patched_prefill(lm, states, names, prefix_cache, start, placeholders, chunk):
     """The pass over the placeholders with block t's output overwritten by source states of block s, one row per
     (s, t) pair of ``chunk``; returns (output with its KV cache, attention mask)."""
     B, n = len(chunk), placeholders.shape[1]
-    cache = _copy_cache(prefix_cache, B)
+    cache = lm.repeat_cache(prefix_cache, B)
     source = states[torch.tensor([s for s, _ in chunk])]  # (B, n, D)
     by_target: dict[int, list[int]] = {}
     for row, (_, t) in enumerate(chunk):
@@ -194,10 +192,8 @@ def _patched_prefill(lm, states, names, prefix_cache, start, placeholders, chunk
 
     hooks = {f"{names[t]}.output": patch for t in by_target}
     mask = torch.ones(B, start + n, dtype=torch.long, device=lm.device)
-    positions = torch.arange(start, start + n, device=lm.device).expand(B, -1)
-    with hooked(lm.model, hooks), lm.autocast():
-        out = lm.decoder(input_ids=placeholders.expand(B, -1), attention_mask=mask, position_ids=positions,
-                         past_key_values=cache, use_cache=True)
+    with hooked(lm.model, hooks):
+        out = lm.extend(placeholders.expand(B, -1), mask, cache)
     return out, mask
 
 
@@ -211,14 +207,14 @@ def continuation_logprobs(lm: LanguageModel, prompt: torch.Tensor, cfg: InspectC
                           pairs: Sequence[tuple[int, int]] | None = None) -> list[tuple[tuple[int, int], float]]:
     """log P(``target`` | inspection prompt patched with (s, t), then ``context``) for each pair: a graded
     reading of what the patched model would say, defined even when greedy decoding never says it."""
-    names = block_names(lm.model)
+    names = lm.block_names()
     pairs = list(pairs) if pairs is not None else cfg.grid(len(names))
     n = prompt.shape[0]
     states = source_states(lm, prompt, cfg.inject)
     ids, start = inspection_prompt(lm, cfg, n)
     prefix = torch.tensor([ids[:start]], device=lm.device)
     placeholders = torch.tensor([ids[start:]], device=lm.device)
-    prefix_cache = lm._decode(lm.embed(prefix), torch.ones_like(prefix), use_cache=True).past_key_values
+    prefix_cache = lm.cache_of(lm.forward_embeds(lm.embed(prefix), torch.ones_like(prefix), use_cache=True))
     ctx, tgt = lm.encode(context, special=False), lm.encode(target, special=False)
     if not tgt:
         raise Soft2HardError(f"target {target!r} tokenizes to nothing")
@@ -229,10 +225,7 @@ def continuation_logprobs(lm: LanguageModel, prompt: torch.Tensor, cfg: InspectC
         out, mask = _patched_prefill(lm, states, names, prefix_cache, start, placeholders, chunk)
         B, L = len(chunk), forced.shape[1]
         mask = torch.cat([mask, torch.ones(B, L, dtype=mask.dtype, device=mask.device)], dim=1)
-        positions = torch.arange(start + n, start + n + L, device=lm.device).expand(B, -1)
-        with lm.autocast():
-            nxt = lm.decoder(input_ids=forced.expand(B, -1), attention_mask=mask, position_ids=positions,
-                             past_key_values=out.past_key_values, use_cache=True)
+        nxt = lm.extend(forced.expand(B, -1), mask, lm.cache_of(out))
         hidden = torch.cat([out.last_hidden_state[:, -1:], nxt.last_hidden_state], dim=1)  # [j] predicts forced[j]
         logp = lm.logits_from_hidden(hidden[:, len(ctx):len(ctx) + len(tgt)]).log_softmax(-1)
         scores = logp.gather(2, torch.tensor(tgt, device=lm.device).expand(B, -1)[..., None]).squeeze(-1).sum(-1)

@@ -24,7 +24,9 @@ from soft2hard.interpret.base import Description
 from soft2hard.interpret.inspection import InspectConfig, inspect_grid
 from soft2hard.lm import LanguageModel
 from soft2hard.metrics import class_rate, get_metric
+from soft2hard.provenance import provenance
 from soft2hard.tasks.base import Task
+from soft2hard.training import is_int
 
 logger = logging.getLogger(__name__)
 SCORE_METRICS = ("rouge_l", "embedding_cosine", "class_rate")
@@ -72,13 +74,14 @@ class Profile:
     calibration_prompts: list[str] = field(default_factory=list)
     calibration_tasks: list[str] = field(default_factory=list)  # the tasks of those prompts (seen in training)
     notes: str = ""  # provenance remarks, e.g. how a shipped profile's task list was recovered
+    provenance: dict = field(default_factory=dict)  # the software that wrote the file (save records it)
 
     def saw(self, task: str) -> bool:
         """Whether a calibration prompt was tuned on ``task``: a score on that task is not a held-out score."""
         return task in self.calibration_tasks
 
     def save(self, path: Path) -> None:
-        atomic.write_json(Path(path), asdict(self))
+        atomic.write_json(Path(path), {**asdict(self), "provenance": provenance()})
 
     @classmethod
     def load(cls, path: Path) -> Profile:
@@ -100,10 +103,6 @@ class Profile:
         return InspectConfig(**{**self.inspect, **overrides})
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def _is_str_list(x) -> bool:
     return isinstance(x, list) and all(isinstance(v, str) for v in x)
 
@@ -111,26 +110,27 @@ def _is_str_list(x) -> bool:
 # field -> (check, what it must be); the first four are required
 _PROFILE_FIELDS = {
     "model": (lambda v: isinstance(v, str), "a string"),
-    "pairs": (lambda v: isinstance(v, list) and all(isinstance(p, list) and len(p) == 2 and all(map(_is_int, p))
+    "pairs": (lambda v: isinstance(v, list) and all(isinstance(p, list) and len(p) == 2 and all(map(is_int, p))
                                                    for p in v), "a list of [source, target] layer pairs"),
     "metric": (lambda v: isinstance(v, str), "a string"),
-    "n_prompts": (_is_int, "an integer"),
+    "n_prompts": (is_int, "an integer"),
     "mean_scores": (lambda v: isinstance(v, dict) and all(isinstance(x, int | float) and not isinstance(x, bool)
                                                           for x in v.values()), "an object of numbers"),
     "inspect": (lambda v: isinstance(v, dict), "an object"),
     "calibration_prompts": (_is_str_list, "a list of strings"),
     "calibration_tasks": (_is_str_list, "a list of strings"),
     "notes": (lambda v: isinstance(v, str), "a string"),
+    "provenance": (lambda v: isinstance(v, dict), "an object"),
 }
 # the InspectConfig fields a profile may set (calibrate stores all but the layers and the batch size)
 _INSPECT_FIELDS = {
-    "source_layers": (lambda v: v is None or (isinstance(v, list) and all(map(_is_int, v))), "null or integers"),
-    "target_layers": (lambda v: v is None or (isinstance(v, list) and all(map(_is_int, v))), "null or integers"),
-    "n_demos": (_is_int, "an integer"), "demo_seed": (_is_int, "an integer"),
+    "source_layers": (lambda v: v is None or (isinstance(v, list) and all(map(is_int, v))), "null or integers"),
+    "target_layers": (lambda v: v is None or (isinstance(v, list) and all(map(is_int, v))), "null or integers"),
+    "n_demos": (is_int, "an integer"), "demo_seed": (is_int, "an integer"),
     "demos": (lambda v: isinstance(v, list) and all(_is_str_list(d) and len(d) == 2 for d in v),
               "a list of [description, labels] pairs"),
-    "placeholder": (lambda v: isinstance(v, str), "a string"), "max_new_tokens": (_is_int, "an integer"),
-    "inject": (lambda v: isinstance(v, str), "a string"), "batch_size": (_is_int, "an integer"),
+    "placeholder": (lambda v: isinstance(v, str), "a string"), "max_new_tokens": (is_int, "an integer"),
+    "inject": (lambda v: isinstance(v, str), "a string"), "batch_size": (is_int, "an integer"),
 }
 
 

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,6 +29,19 @@ from soft2hard import atomic, runs
 from soft2hard.errors import Soft2HardError
 from soft2hard.interpret.base import Description
 from soft2hard.lm import LanguageModel
+from soft2hard.provenance import provenance
+from soft2hard.training import (
+    STAGING,
+    check_choice,
+    check_ints,
+    check_numbers,
+    is_number,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    publish,
+    set_lr,
+    warmup_cosine,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +49,7 @@ CUES = {"instruction": "\nInstruction:", "labels": "\nLabels:"}
 KIND_CUE = {"general": "instruction", "distilled": "instruction", "classification": "labels"}
 TRANSLATOR_META = "translator.json"
 SHIPPED_TRANSLATORS = Path(__file__).resolve().parents[1] / "data" / "translators"
+STEP_KEY = "__step__"  # the LoRA weights all step together: one AdamW step count in optimizer.safetensors
 
 
 @dataclass
@@ -56,13 +69,14 @@ class TranslatorConfig:
     prompts: str = "all"  # all: every checkpoint of every run | best: each run's best checkpoint
 
     def __post_init__(self) -> None:
-        for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "save_every", "max_target_tokens"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise Soft2HardError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise Soft2HardError(f"lr must be a positive number, got {self.lr!r}")
-        if self.prompts not in ("all", "best"):
-            raise Soft2HardError(f"prompts must be 'all' or 'best', got {self.prompts!r}")
+        check_ints(self, "lora_r", "lora_alpha", "epochs", "batch_size", "save_every", "max_target_tokens")
+        check_ints(self, "warmup_steps", minimum=0)
+        check_ints(self, "seed", minimum=None)
+        check_numbers(self, "lr")
+        check_numbers(self, "weight_decay", positive=False)
+        if not (is_number(self.lora_dropout) and 0 <= self.lora_dropout < 1):
+            raise Soft2HardError(f"lora_dropout must be a number in [0, 1), got {self.lora_dropout!r}")
+        check_choice(self, "prompts", ("all", "best"))
         self.target_modules = tuple(self.target_modules)
 
 
@@ -90,7 +104,7 @@ def training_examples(manifest, cfg: TranslatorConfig, split: str = "train") -> 
 def _rows(lm: LanguageModel, prompts: list[torch.Tensor], cues: list[str], targets: list[list[int]] | None,
           left_pad: bool) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
     """Embed ``[prompt][cue][target]`` rows; returns (embeds (B,T,D), mask (B,T), start of each target)."""
-    dtype = lm.model.get_input_embeddings().weight.dtype
+    dtype = lm.weight_dtype
     seqs, starts = [], []
     for i, (p, cue) in enumerate(zip(prompts, cues)):
         ids = lm.encode(CUES[cue], special=False) + (targets[i] if targets is not None else [])
@@ -117,7 +131,7 @@ def batch_loss(lm: LanguageModel, batch: list[TranslationExample], cfg: Translat
     """Mean cross-entropy of the reference tokens (and EOS) given prompt + cue."""
     targets = [target_ids(lm, ex.reference, cfg.max_target_tokens) for ex in batch]
     embeds, mask, starts = _rows(lm, [ex.prompt for ex in batch], [ex.cue for ex in batch], targets, False)
-    hidden = lm._decode(embeds, mask, use_cache=False).last_hidden_state
+    hidden = lm.forward_embeds(embeds, mask).last_hidden_state
     rows, cols, labels = [], [], []
     for b, (ids, s) in enumerate(zip(targets, starts)):
         rows += [b] * len(ids)
@@ -137,16 +151,9 @@ def translate_batch(lm: LanguageModel, prompts: list[torch.Tensor], cue: str = "
     for i in range(0, len(prompts), batch_size):
         chunk = prompts[i:i + batch_size]
         embeds, mask, _ = _rows(lm, chunk, [cue] * len(chunk), None, left_pad=True)
-        out = lm._decode(embeds, mask, use_cache=True)
+        out = lm.forward_embeds(embeds, mask, use_cache=True)
         texts += [t.strip() for t in lm.greedy_continue(out, mask, max_new_tokens, ("\n",))]
     return texts
-
-
-def lr_at(step: int, total: int, cfg: TranslatorConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
 def batch_indices(n: int, step: int, cfg: TranslatorConfig) -> list[int]:
@@ -184,6 +191,28 @@ class Translator:
                                      f"prompts of {self.meta.get('model')}; use a translator trained for its model")
         texts = translate_batch(self.lm, prompts, cue, max_new_tokens)
         return [Description(text=t, method="translator", details={"cue": cue}) for t in texts]
+
+
+    def candidates(self, prompt: torch.Tensor, n: int = 8, seed: int = 0,
+                   cues: tuple[str, ...] = ("instruction", "labels"), max_new_tokens: int = 64,
+                   beams: int = 2) -> list[tuple[str, str]]:
+        """Up to ``n`` (text, origin) candidates for one prompt: the greedy text for each cue, then the ``beams``
+        best of a 4-beam search and seeded samples (temperature 0.8, top-p 0.95), both with the instruction cue.
+        The same seed gives the same candidates."""
+        out = [(self.translate([prompt], cue, max_new_tokens)[0].text, f"translator:greedy:{cue}")
+               for cue in cues][:n]
+        rest = n - len(out)
+        embeds, mask, _ = _rows(self.lm, [prompt], ["instruction"], None, left_pad=True)
+        if rest > 0 and beams > 0:
+            k = min(rest, beams)
+            texts = self.lm.generate_embeds(embeds, mask, max_new_tokens, num_beams=max(4, k), num_return_sequences=k)
+            out += [(t.strip(), f"translator:beam:{i}") for i, t in enumerate(texts)]
+            rest -= k
+        if rest > 0:
+            texts = self.lm.generate_embeds(embeds, mask, max_new_tokens, num_return_sequences=rest, sample=True,
+                                            temperature=0.8, top_p=0.95, seed=seed)
+            out += [(t.strip(), f"translator:sample:{i}") for i, t in enumerate(texts)]
+        return out
 
 
 def apply_lora(lm: LanguageModel, cfg: TranslatorConfig):
@@ -270,7 +299,7 @@ def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg:
         cfg = replace(cfg, target_modules=tuple(lm.lora_target_modules()))
     settings = json.loads(json.dumps({"config": asdict(cfg), "model": lm.name, "n_examples": len(examples)}))
     existing = runs.prepare(out, settings, "a translator run", "state.json", resume, overwrite,
-                            result_name=TRANSLATOR_META, scratch=(".final",))
+                            result_name=TRANSLATOR_META, scratch=(STAGING,))
 
     peft_model = apply_lora(lm, cfg)
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -286,8 +315,7 @@ def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg:
     bar = tqdm(total=total, initial=state["step"], desc="translator", disable=not progress, dynamic_ncols=True)
     while state["step"] < total:
         step, t0 = state["step"], time.time()
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, total, cfg)
+        set_lr(opt, warmup_cosine(step, total, cfg.lr, cfg.warmup_steps))
         torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout masks depend on the step only: exact resume
         batch = [examples[i] for i in batch_indices(len(examples), step, cfg)]
         loss = batch_loss(lm, batch, cfg)
@@ -310,11 +338,9 @@ def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg:
     meta = {"config": asdict(cfg), "model": lm.name, "d_model": lm.d_model,
             "n_tokens_seen": sorted({ex.prompt.shape[0] for ex in examples}), "n_examples": len(examples),
             "steps": total, "train_seconds": round(state["train_seconds"], 1), "final_loss": state["losses"][-1],
-            "cues": CUES, "training_tasks": sorted({ex.task for ex in examples}), **(extra_meta or {})}
-    _save_adapter(peft_model, out / ".final", lm.name, dtype=torch.float16)
-    for f in sorted((out / ".final").iterdir()):
-        f.replace(out / f.name)
-    shutil.rmtree(out / ".final", ignore_errors=True)
+            "cues": CUES, "training_tasks": sorted({ex.task for ex in examples}), **(extra_meta or {}),
+            "provenance": provenance()}
+    publish(out, lambda folder: _save_adapter(peft_model, folder, lm.name, dtype=torch.float16))
     atomic.write_json(out / "losses.json", state["losses"])
     atomic.write_json(out / TRANSLATOR_META, meta)  # last: marks a finished translator
     return Translator(lm=lm, meta=meta)
@@ -323,14 +349,8 @@ def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg:
 def _save_checkpoint(path: Path, peft_model, opt, names, params, state, model_name: str) -> None:
     with atomic.directory(path) as tmp:
         _save_adapter(peft_model, tmp / "adapter", model_name)
-        moments = {}
-        for name, p in zip(names, params):
-            st = opt.state.get(p)
-            if st:
-                moments[f"{name}.exp_avg"] = st["exp_avg"]
-                moments[f"{name}.exp_avg_sq"] = st["exp_avg_sq"]
+        moments = optimizer_tensors(opt, dict(zip(names, params)), step_key=STEP_KEY)
         if moments:
-            moments["__step__"] = torch.tensor([float(state["step"])])
             atomic.save_tensors(tmp / "optimizer.safetensors", moments)
         atomic.write_json(tmp / "state.json", state)
 
@@ -339,10 +359,6 @@ def _load_checkpoint(path: Path, peft_model, opt, names, params) -> dict:
     _load_adapter_weights(peft_model, path / "adapter")
     state = json.loads((path / "state.json").read_text())
     if (path / "optimizer.safetensors").exists():
-        t = load_file(str(path / "optimizer.safetensors"))
-        for name, p in zip(names, params):
-            if f"{name}.exp_avg" in t:
-                opt.state[p] = {"exp_avg": t[f"{name}.exp_avg"].to(p.device),
-                                "exp_avg_sq": t[f"{name}.exp_avg_sq"].to(p.device),
-                                "step": torch.tensor(float(t["__step__"][0]))}
+        tensors = load_file(str(path / "optimizer.safetensors"))
+        load_optimizer_tensors(opt, dict(zip(names, params)), tensors, step_key=STEP_KEY)
     return state

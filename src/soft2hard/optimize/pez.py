@@ -30,9 +30,18 @@ from soft2hard import atomic, runs
 from soft2hard.errors import Soft2HardError
 from soft2hard.faithfulness import scrutability
 from soft2hard.lm import LanguageModel
+from soft2hard.optimize.base import OptimizedPrompt
 from soft2hard.scoring import score
 from soft2hard.tasks.base import Example, Task
-from soft2hard.tuning import batch_for_step, batch_loss, is_int, is_number
+from soft2hard.training import (
+    check_choice,
+    check_ints,
+    check_numbers,
+    is_number,
+    load_optimizer_tensors,
+    optimizer_tensors,
+)
+from soft2hard.tuning import batch_for_step, batch_loss
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +58,7 @@ class PezConfig:
     batch_size: int = 8
     lr: float = 0.3  # Adafactor
     grad_clip: float = 1.0
-    fluency_weight: float = 0.0  # w in loss = (1-w)*task + w*fluency
+    weight: float = 0.0  # w in loss = (1-w)*task + w*fluency
     init: str = "labels"  # labels: label words / target tokens repeated | vocab: seeded random vocabulary rows
     seed: int = 0
     eval_every: int = 50  # validate the projected prompt + checkpoint every this many steps (and at the end)
@@ -59,24 +68,15 @@ class PezConfig:
     eval_batch_size: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("n_tokens", "steps", "batch_size", "eval_every", "max_eval_examples", "max_test_examples",
-                     "eval_batch_size"):
-            value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise Soft2HardError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_train_examples is not None and not (is_int(self.max_train_examples) and self.max_train_examples > 0):
-            raise Soft2HardError(f"max_train_examples must be a positive integer, got {self.max_train_examples!r}")
-        for name in ("lr", "grad_clip"):
-            value = getattr(self, name)
-            if not is_number(value) or value <= 0:
-                raise Soft2HardError(f"{name} must be a positive number, got {value!r}")
-        w = self.fluency_weight
+        check_ints(self, "n_tokens", "steps", "batch_size", "eval_every", "max_eval_examples", "max_test_examples",
+                   "eval_batch_size")
+        check_ints(self, "max_train_examples", optional=True)
+        check_ints(self, "seed", minimum=None)
+        check_numbers(self, "lr", "grad_clip")
+        w = self.weight
         if not is_number(w) or not 0 <= w <= 1:
-            raise Soft2HardError(f"fluency_weight must be a number in [0, 1], got {w!r}")
-        if self.init not in INITS:
-            raise Soft2HardError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if not is_int(self.seed):
-            raise Soft2HardError(f"seed must be an integer, got {self.seed!r}")
+            raise Soft2HardError(f"weight must be a number in [0, 1], got {w!r}")
+        check_choice(self, "init", INITS)
 
 
 def project_straight_through(prompt: torch.Tensor, vocab: torch.Tensor, inv_norm: torch.Tensor | None = None
@@ -100,17 +100,17 @@ def prompt_nll(lm: LanguageModel, embeds: torch.Tensor, ids: torch.Tensor) -> to
     reaches them; ``ids`` (n,) are the tokens that ``embeds`` stand for."""
     bos = lm.embed(torch.tensor([lm.bos_id], device=lm.device))  # (1, D)
     seq = torch.cat([bos, embeds.to(device=lm.device, dtype=bos.dtype)])[None]  # (1, n+1, D)
-    out = lm._decode(seq, torch.ones(seq.shape[:2], dtype=torch.long, device=lm.device), use_cache=False)
+    out = lm.forward_embeds(seq, torch.ones(seq.shape[:2], dtype=torch.long, device=lm.device))
     logits = lm.logits_from_hidden(out.last_hidden_state[0, :-1])  # (n, V): position i predicts token i
     return F.cross_entropy(logits, ids.to(logits.device))
 
 
-def pez_loss(lm: LanguageModel, prompt: torch.Tensor, task: Task, batch: list[Example], fluency_weight: float,
+def pez_loss(lm: LanguageModel, prompt: torch.Tensor, task: Task, batch: list[Example], weight: float,
              vocab: torch.Tensor, inv_norm: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """``(1-w)*task + w*fluency`` on the projected prompt. Returns (loss, projected ids, parts for logging)."""
     p_st, ids = project_straight_through(prompt, vocab, inv_norm)
-    w = float(fluency_weight)
+    w = float(weight)
     loss, parts = torch.zeros((), device=prompt.device), {}
     if w < 1:  # skip the task forward when it has no weight
         task_loss = batch_loss(lm, p_st, task, batch)  # mean CE of training targets given [prompt][input]
@@ -136,16 +136,14 @@ def initial_prompt(lm: LanguageModel, task: Task, train: tuple[Example, ...], cf
             raise Soft2HardError(f"task {task.name!r}: its labels/targets tokenize to nothing; use init 'vocab'")
         ids = (ids * math.ceil(cfg.n_tokens / len(ids)))[: cfg.n_tokens]
     else:
-        special = set(lm.tokenizer.all_special_ids)
+        special = lm.special_ids
         pool = torch.tensor([i for i in range(min(5000, vocab.shape[0])) if i not in special])
         ids = pool[torch.randint(len(pool), (cfg.n_tokens,), generator=torch.Generator().manual_seed(cfg.seed))]
     return vocab[torch.as_tensor(ids, device=vocab.device)].float().clone()
 
 
 def _save_checkpoint(out: Path, prompt: torch.Tensor, opt: torch.optim.Optimizer, state: dict) -> None:
-    tensors = {"prompt": prompt.detach()}
-    for k, v in opt.state[prompt].items():  # Adafactor: step, row_var, col_var
-        tensors[f"opt.{k}"] = torch.as_tensor(v).reshape(-1) if k == "step" else v
+    tensors = {"prompt": prompt.detach(), **optimizer_tensors(opt, {"opt": prompt})}  # Adafactor: opt.step, ...
     with atomic.directory(runs.checkpoint_dir(out, state["step"])) as tmp:
         atomic.save_tensors(tmp / TENSORS_NAME, tensors)
         atomic.write_json(tmp / STATE_NAME, state)
@@ -155,15 +153,12 @@ def _load_checkpoint(ckpt: Path, prompt: torch.nn.Parameter, opt: torch.optim.Op
     tensors = load_file(str(ckpt / TENSORS_NAME))
     with torch.no_grad():
         prompt.copy_(tensors.pop("prompt").to(prompt.device))
-    opt_state = {k[4:]: v.to(prompt.device) for k, v in tensors.items()}
-    if "step" in opt_state:
-        opt_state["step"] = opt_state["step"].reshape(()).cpu()  # Adafactor keeps its step count on the CPU
-        opt.state[prompt] = opt_state
+    load_optimizer_tensors(opt, {"opt": prompt}, tensors)
     return json.loads((ckpt / STATE_NAME).read_text())
 
 
 def optimize_pez(lm: LanguageModel, task: Task, cfg: PezConfig, out: Path, resume: bool = False,
-                 overwrite: bool = False, progress: bool = True) -> dict:
+                 overwrite: bool = False, progress: bool = True) -> OptimizedPrompt:
     """Optimize a hard prompt with PEZ and write ``out/result.json`` (+ config.json, checkpoints/).
 
     Args:
@@ -192,7 +187,7 @@ def optimize_pez(lm: LanguageModel, task: Task, cfg: PezConfig, out: Path, resum
     step = state["step"]
     while step < cfg.steps:
         batch = batch_for_step(splits.train, step, cfg)
-        loss, _, parts = pez_loss(lm, prompt, task, batch, cfg.fluency_weight, vocab, inv_norm)
+        loss, _, parts = pez_loss(lm, prompt, task, batch, cfg.weight, vocab, inv_norm)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([prompt], cfg.grad_clip)
         opt.step()
@@ -219,15 +214,14 @@ def optimize_pez(lm: LanguageModel, task: Task, cfg: PezConfig, out: Path, resum
     best = state["best"]
     test_score = score(lm, lm.embed(torch.tensor(best["ids"])), task, test, cfg.eval_batch_size)
     scrut = scrutability(lm, best["text"], best["ids"])
-    result = {
-        "method": "pez", "model": lm.name, "task": task.name, "kind": task.kind, "seed": cfg.seed,
-        "ids": best["ids"], "text": best["text"], "tokens": lm.tokenizer.convert_ids_to_tokens(best["ids"]),
-        "best_step": best["step"], "validation_score": best["score"], "test_score": test_score,
-        "perplexity": scrut["perplexity"], "word_validity": scrut["word_validity"],
-        "degenerate": scrut["degenerate"], "fluency_weight": cfg.fluency_weight, "n_tokens": cfg.n_tokens,
-        "steps": cfg.steps, "metric": "accuracy" if task.kind == "classification" else "exact_match",
-        "n_train": len(splits.train), "n_validation": len(val), "n_test": len(test),
-        "history": state["history"], "losses": state["losses"],
-    }
-    atomic.write_json(out / RESULT_NAME, result)  # written last: its presence marks a finished run
+    result = OptimizedPrompt(
+        method="pez", model=lm.name, task=task.name, seed=cfg.seed, n_tokens=cfg.n_tokens, steps=cfg.steps,
+        weight=cfg.weight, ids=best["ids"], text=best["text"], best_step=best["step"],
+        validation_score=best["score"], test_score=test_score,
+        metric="accuracy" if task.answer_type == "classification" else "exact_match", perplexity=scrut["perplexity"],
+        word_validity=scrut["word_validity"], degenerate=scrut["degenerate"], n_train=len(splits.train),
+        n_validation=len(val), n_test=len(test), history=state["history"],
+        extra={"answer_type": task.answer_type, "tokens": lm.tokenizer.convert_ids_to_tokens(best["ids"]),
+               "losses": state["losses"]})
+    atomic.write_json(out / RESULT_NAME, result.to_dict())  # written last: its presence marks a finished run
     return result

@@ -33,9 +33,18 @@ from soft2hard import atomic, runs
 from soft2hard.errors import Soft2HardError
 from soft2hard.faithfulness import label_distributions, log_perplexity, scrutability
 from soft2hard.lm import LanguageModel
+from soft2hard.optimize.base import OptimizedPrompt
 from soft2hard.scoring import score
 from soft2hard.tasks.base import Example, Task
-from soft2hard.tuning import batch_for_step, is_int, is_number  # batches: a pure function of (seed, step)
+from soft2hard.training import (
+    check_choice,
+    check_ints,
+    check_numbers,
+    is_number,
+    load_optimizer_tensors,
+    optimizer_tensors,
+)
+from soft2hard.tuning import batch_for_step  # batches: a pure function of (seed, step)
 
 STATE_NAME = "state.json"
 SQL_LOSSES = ("single_step", "path")
@@ -44,7 +53,7 @@ TENSORS_NAME = "policy.safetensors"
 
 @dataclass
 class RLPromptConfig:
-    prompt_length: int = 5  # k prompt tokens
+    n_tokens: int = 5  # k prompt tokens
     steps: int = 1000
     samples_per_step: int = 8  # prompts sampled per step (the z-score needs >= 2)
     batch_size: int = 16  # task examples each prompt is scored on per step
@@ -53,7 +62,7 @@ class RLPromptConfig:
     target_update: float = 0.01  # Polyak tau: target <- (1 - tau) * target + tau * online
     correct_coef: float = 2.0
     incorrect_coef: float = 1.8
-    perplexity_weight: float = 0.0  # lambda: reward -= lambda * log-perplexity of the prompt
+    weight: float = 0.0  # lambda: reward -= lambda * log-perplexity of the prompt
     reward_scale: float = 1.0  # z-scored rewards are multiplied by this (official RLPrompt shaping: 5)
     sql_loss: str = "single_step"  # single_step: Q -> target; path: official RLPrompt default (see path_loss)
     top_k: int | None = None  # sample only among the LM's top-k next tokens (another interpretability knob)
@@ -65,30 +74,18 @@ class RLPromptConfig:
     eval_batch_size: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("prompt_length", "steps", "samples_per_step", "batch_size", "mlp_hidden", "eval_every",
-                     "max_eval_examples", "max_test_examples", "eval_batch_size"):
-            value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise Soft2HardError(f"{name} must be a positive integer, got {value!r}")
+        check_ints(self, "n_tokens", "steps", "samples_per_step", "batch_size", "mlp_hidden", "eval_every",
+                   "max_eval_examples", "max_test_examples", "eval_batch_size")
         if self.samples_per_step < 2:
             raise Soft2HardError(f"samples_per_step must be >= 2 (rewards are z-scored across them), "
                                  f"got {self.samples_per_step}")
-        for name in ("max_train_examples", "top_k"):
-            value = getattr(self, name)
-            if value is not None and not (is_int(value) and value > 0):
-                raise Soft2HardError(f"{name} must be a positive integer or None, got {value!r}")
-        if not is_int(self.seed):
-            raise Soft2HardError(f"seed must be an integer, got {self.seed!r}")
-        for name in ("lr", "correct_coef", "incorrect_coef", "reward_scale"):
-            value = getattr(self, name)
-            if not is_number(value) or value <= 0:
-                raise Soft2HardError(f"{name} must be a positive number, got {value!r}")
+        check_ints(self, "max_train_examples", "top_k", optional=True)
+        check_ints(self, "seed", minimum=None)
+        check_numbers(self, "lr", "correct_coef", "incorrect_coef", "reward_scale")
         if not (is_number(self.target_update) and 0 < self.target_update <= 1):
             raise Soft2HardError(f"target_update (Polyak tau) must be in (0, 1], got {self.target_update!r}")
-        if not is_number(self.perplexity_weight) or self.perplexity_weight < 0:
-            raise Soft2HardError(f"perplexity_weight must be a number >= 0, got {self.perplexity_weight!r}")
-        if not isinstance(self.sql_loss, str) or self.sql_loss not in SQL_LOSSES:
-            raise Soft2HardError(f"sql_loss must be one of {', '.join(SQL_LOSSES)}, got {self.sql_loss!r}")
+        check_numbers(self, "weight", positive=False)
+        check_choice(self, "sql_loss", SQL_LOSSES)
 
 
 # ---------------------------------------------------------------------------------------------- rewards
@@ -119,7 +116,7 @@ def prompt_rewards(lm: LanguageModel, task: Task, ids: torch.Tensor, examples: l
                               gold, cfg.correct_coef, cfg.incorrect_coef)
         for row in ids])
     log_ppl = log_perplexity(lm, ids)
-    return task_r - cfg.perplexity_weight * log_ppl, log_ppl
+    return task_r - cfg.weight * log_ppl, log_ppl
 
 
 # ---------------------------------------------------------------------------------------------- policy
@@ -138,7 +135,7 @@ def make_mlp(d_model: int, hidden: int, seed: int) -> torch.nn.Sequential:
 def policy_logits(lm: LanguageModel, mlp: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     """Q-values = LM head(h + MLP(h)) on fp32 hidden states (..., D) -> (..., V)."""
     x = hidden + mlp(hidden)
-    return lm.logits_from_hidden(x.to(lm.model.get_output_embeddings().weight.dtype))
+    return lm.logits_from_hidden(x.to(lm.weight_dtype))
 
 
 def action_mask(lm: LanguageModel, lm_logits: torch.Tensor, top_k: int | None) -> torch.Tensor:
@@ -146,7 +143,7 @@ def action_mask(lm: LanguageModel, lm_logits: torch.Tensor, top_k: int | None) -
     with ``top_k``, only the LM's k most likely of those."""
     allowed = torch.ones_like(lm_logits, dtype=torch.bool)
     allowed[..., len(lm.tokenizer):] = False
-    allowed[..., list(lm.tokenizer.all_special_ids)] = False
+    allowed[..., sorted(lm.special_ids)] = False
     if top_k is not None:
         masked = lm_logits.masked_fill(~allowed, float("-inf"))
         top = masked.topk(min(top_k, int(allowed[(0,) * (allowed.ndim - 1)].sum())), dim=-1).indices
@@ -164,7 +161,7 @@ def sample_prompts(lm: LanguageModel, mlp: torch.nn.Module, n: int, k: int, gene
     """
     ids = torch.full((n, 1), lm.bos_id, dtype=torch.long, device=lm.device)
     mask = torch.ones_like(ids)
-    out = lm._decode(lm.embed(ids), mask, use_cache=True)
+    out = lm.forward_embeds(lm.embed(ids), mask, use_cache=True)
     hiddens, actions = [], []
     for t in range(k):
         h = out.last_hidden_state[:, -1].float()
@@ -177,9 +174,7 @@ def sample_prompts(lm: LanguageModel, mlp: torch.nn.Module, n: int, k: int, gene
         actions.append(a)
         if t < k - 1:
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            with lm.autocast():
-                out = lm.decoder(input_ids=a[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
-                                 past_key_values=out.past_key_values, use_cache=True)
+            out = lm.extend(a[:, None], mask, lm.cache_of(out))
     return torch.stack(actions, 1).cpu(), torch.stack(hiddens, 1)
 
 
@@ -229,7 +224,7 @@ def _step_seed(seed: int, step: int) -> int:
 def train_step(lm: LanguageModel, mlp: torch.nn.Module, target: torch.nn.Module, opt: torch.optim.Optimizer,
                task: Task, batch: list[Example], cfg: RLPromptConfig, step: int) -> dict:
     """One RLPrompt update; returns its scalar statistics."""
-    ids, hidden = sample_prompts(lm, mlp, cfg.samples_per_step, cfg.prompt_length,
+    ids, hidden = sample_prompts(lm, mlp, cfg.samples_per_step, cfg.n_tokens,
                                  torch.Generator().manual_seed(_step_seed(cfg.seed, step)), cfg.top_k)
     reward, log_ppl = prompt_rewards(lm, task, ids, batch, cfg)
     with torch.no_grad():
@@ -253,9 +248,7 @@ def _save_checkpoint(out: Path, mlp: torch.nn.Module, target: torch.nn.Module, o
                      state: dict) -> None:
     tensors = {f"mlp.{k}": v for k, v in mlp.state_dict().items()}
     tensors.update({f"target.{k}": v for k, v in target.state_dict().items()})
-    for i, st in opt.state_dict()["state"].items():
-        tensors.update({f"adam.{i}.{k}": torch.as_tensor(v).float().reshape(-1) if k == "step" else v
-                        for k, v in st.items()})
+    tensors.update(optimizer_tensors(opt, _adam_names(opt)))
     with atomic.directory(runs.checkpoint_dir(out, state["step"])) as tmp:
         atomic.save_tensors(tmp / TENSORS_NAME, tensors)
         atomic.write_json(tmp / STATE_NAME, state)
@@ -265,27 +258,26 @@ def _load_checkpoint(ckpt: Path, mlp: torch.nn.Module, target: torch.nn.Module, 
     t = load_file(str(ckpt / TENSORS_NAME))
     mlp.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("mlp.")})
     target.load_state_dict({k[7:]: v for k, v in t.items() if k.startswith("target.")})
-    adam: dict[int, dict] = {}
-    for key, v in t.items():
-        if key.startswith("adam."):
-            _, i, name = key.split(".", 2)
-            adam.setdefault(int(i), {})[name] = v.reshape(()) if name == "step" else v
-    if adam:
-        opt.load_state_dict({"state": adam, "param_groups": opt.state_dict()["param_groups"]})
+    load_optimizer_tensors(opt, _adam_names(opt), t)
     return json.loads((ckpt / STATE_NAME).read_text())
+
+
+def _adam_names(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """adam.<i> for the i-th parameter, as torch numbers them in ``state_dict``."""
+    return {f"adam.{i}": p for i, p in enumerate(p for group in opt.param_groups for p in group["params"])}
 
 
 # ---------------------------------------------------------------------------------------------- the run
 def optimize_rlprompt(lm: LanguageModel, task: Task, cfg: RLPromptConfig, out: Path, resume: bool = False,
-                      overwrite: bool = False, progress: bool = True) -> dict:
+                      overwrite: bool = False, progress: bool = True) -> OptimizedPrompt:
     """Train the RLPrompt policy and write ``out/result.json`` (best greedy prompt by validation accuracy).
 
     Args:
         resume: continue from the newest complete checkpoint in ``out`` (bit-identical to an uninterrupted run).
         overwrite: delete a previous run in ``out`` and start over.
     """
-    if task.kind != "classification":
-        raise Soft2HardError(f"RLPrompt needs a classification task; {task.name!r} is a {task.kind} task")
+    if task.answer_type != "classification":
+        raise Soft2HardError(f"RLPrompt needs a classification task; {task.name!r} is a {task.answer_type} task")
     verbalizers = [task.format_target(lab) for lab in task.labels]
     if len(set(verbalizers)) < len(verbalizers):
         raise Soft2HardError(f"task {task.name!r}: two labels format to the same verbalizer")
@@ -295,7 +287,7 @@ def optimize_rlprompt(lm: LanguageModel, task: Task, cfg: RLPromptConfig, out: P
     resolved = runs.settings(lm.name, task.name, cfg, method="rlprompt")
     existing = runs.prepare(out, resolved, "an RLPrompt run", STATE_NAME, resume, overwrite, result_name="result.json")
 
-    assert not any(p.requires_grad for p in lm.model.parameters()), "the LM must stay frozen"
+    assert not lm.trainable_parameters(), "the LM must stay frozen"
     mlp = make_mlp(lm.d_model, cfg.mlp_hidden, cfg.seed).to(lm.device)
     target = copy.deepcopy(mlp).requires_grad_(False)
     opt = torch.optim.Adam(mlp.parameters(), lr=cfg.lr)
@@ -315,30 +307,28 @@ def optimize_rlprompt(lm: LanguageModel, task: Task, cfg: RLPromptConfig, out: P
         bar.update(1)
         bar.set_postfix(reward=f"{stats['reward_mean']:.3f}")
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            ids = sample_prompts(lm, mlp, 1, cfg.prompt_length, None, cfg.top_k)[0][0].tolist()
+            ids = sample_prompts(lm, mlp, 1, cfg.n_tokens, None, cfg.top_k)[0][0].tolist()
             acc = score(lm, lm.embed(torch.tensor(ids)), task, val, cfg.eval_batch_size)
             text = lm.decode(ids)
-            state["validation"].append({"step": step, "accuracy": acc, "ids": ids, "text": text})
-            if state["best"] is None or acc > state["best"]["accuracy"]:
-                state["best"] = {"step": step, "accuracy": acc, "ids": ids, "text": text}
+            state["validation"].append({"step": step, "score": acc, "ids": ids, "text": text})
+            if state["best"] is None or acc > state["best"]["score"]:
+                state["best"] = {"step": step, "score": acc, "ids": ids, "text": text}
             if progress:
                 bar.write(f"step {step}: validation {acc:.3f}  prompt {text!r}")
             _save_checkpoint(out, mlp, target, opt, state)
     bar.close()
-    assert not any(p.requires_grad for p in lm.model.parameters()), "the LM must stay frozen"
+    assert not lm.trainable_parameters(), "the LM must stay frozen"
 
     best = state["best"]
     test_acc = score(lm, lm.embed(torch.tensor(best["ids"])), task, test, cfg.eval_batch_size)
     scrut = scrutability(lm, best["text"], best["ids"])
-    result = {
-        "method": "rlprompt", "model": lm.name, "task": task.name, "seed": cfg.seed,
-        "prompt_length": cfg.prompt_length, "steps": cfg.steps, "ids": best["ids"], "text": best["text"],
-        "best_step": best["step"], "validation_score": best["accuracy"], "test_score": test_acc,
-        "metric": "accuracy",
-        "perplexity": scrut["perplexity"], "word_validity": scrut["word_validity"], "degenerate": scrut["degenerate"],
-        "perplexity_weight": cfg.perplexity_weight, "top_k": cfg.top_k, "n_train": len(splits.train),
-        "n_validation": len(val), "n_test": len(test), "train_seconds": round(state["train_seconds"], 2),
-        "history": state["history"], "validation": state["validation"], "config": resolved,
-    }
-    atomic.write_json(out / "result.json", result)  # written last: its presence marks a finished run
+    result = OptimizedPrompt(
+        method="rlprompt", model=lm.name, task=task.name, seed=cfg.seed, n_tokens=cfg.n_tokens, steps=cfg.steps,
+        weight=cfg.weight, ids=best["ids"], text=best["text"], best_step=best["step"],
+        validation_score=best["score"], test_score=test_acc, metric="accuracy", perplexity=scrut["perplexity"],
+        word_validity=scrut["word_validity"], degenerate=scrut["degenerate"], n_train=len(splits.train),
+        n_validation=len(val), n_test=len(test), history=state["validation"],
+        extra={"top_k": cfg.top_k, "train_seconds": round(state["train_seconds"], 2),
+               "training": state["history"], "config": resolved})
+    atomic.write_json(out / "result.json", result.to_dict())  # written last: its presence marks a finished run
     return result

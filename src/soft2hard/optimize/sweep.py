@@ -18,35 +18,25 @@ import torch
 from soft2hard import atomic, runs
 from soft2hard.faithfulness import faithfulness
 from soft2hard.lm import LanguageModel
-from soft2hard.optimize.pez import PezConfig, optimize_pez
-from soft2hard.optimize.rlprompt import RLPromptConfig, optimize_rlprompt
+from soft2hard.optimize import OptimizedPrompt, PezConfig, RLPromptConfig, run_one
 from soft2hard.tasks.base import Task
 
 logger = logging.getLogger(__name__)
-WEIGHT_FIELD = {"pez": "fluency_weight", "rlprompt": "perplexity_weight"}
-
-
-def run_one(lm: LanguageModel, task: Task, method: str, cfg: PezConfig | RLPromptConfig, out: Path,
-            resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
-    optimize = optimize_pez if method == "pez" else optimize_rlprompt
-    return optimize(lm, task, cfg, out, resume=resume, overwrite=overwrite, progress=progress)
-
-
 def finished_with(run_dir: Path, resolved: dict) -> bool:
     """Whether ``run_dir`` holds a finished run with exactly these settings (reused as is by a sweep rerun)."""
     config = run_dir / "config.json"
     return (run_dir / "result.json").exists() and config.exists() and atomic.read_json(config) == resolved
 
 
-def sweep_row(lm: LanguageModel, task: Task, method: str, weight: float, result: dict,
+def sweep_row(lm: LanguageModel, task: Task, method: str, weight: float, result: OptimizedPrompt,
               soft_prompt: torch.Tensor | None, seed: int, max_examples: int = 64) -> dict:
-    row = {"method": method, "weight": weight, "text": result["text"], "ids": result["ids"],
-           "test_score": result["test_score"], "validation_score": result["validation_score"],
-           "perplexity": result["perplexity"], "word_validity": result["word_validity"],
-           "degenerate": result["degenerate"]}
+    row = {"method": method, "weight": weight, "text": result.text, "ids": result.ids,
+           "test_score": result.test_score, "validation_score": result.validation_score,
+           "perplexity": result.perplexity, "word_validity": result.word_validity,
+           "degenerate": result.degenerate}
     if soft_prompt is not None:
         examples = task.splits(seed=seed).test[:max_examples]
-        row.update({f"faithfulness_{k}": v for k, v in faithfulness(lm, soft_prompt.to(lm.device), result["text"],
+        row.update({f"faithfulness_{k}": v for k, v in faithfulness(lm, soft_prompt.to(lm.device), result.text,
                                                                        task, examples).items()})
     return row
 
@@ -58,14 +48,13 @@ def run_sweep(lm: LanguageModel, task: Task, method: str, weights: list[float], 
     rows = []
     for w in weights:
         run_dir = out / f"w_{w:g}"
-        wcfg = replace(cfg, **{WEIGHT_FIELD[method]: w})
+        wcfg = replace(cfg, weight=w)
         if finished_with(run_dir, runs.settings(lm.name, task.name, wcfg, method=method)):
-            result = atomic.read_json(run_dir / "result.json")  # a rerun only fills in what is missing
+            result = OptimizedPrompt.from_dict(atomic.read_json(run_dir / "result.json"))  # fill in what is missing
         else:  # resume refuses other settings; more --steps continue a finished run
             result = run_one(lm, task, method, wcfg, run_dir, resume=True, progress=progress)
         rows.append(sweep_row(lm, task, method, w, result, soft_prompt, cfg.seed))
-        logger.info("weight %g: score %.3f, perplexity %.1f, %r", w, result["test_score"], result["perplexity"],
-                    result["text"])
+        logger.info("weight %g: score %.3f, perplexity %.1f, %r", w, result.test_score, result.perplexity, result.text)
     atomic.write_json(out / "sweep.json", rows)
     atomic.write_text(out / "sweep.md", sweep_markdown(rows, task.name))
     from soft2hard.plots import sweep_plot

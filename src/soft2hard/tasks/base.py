@@ -72,7 +72,8 @@ class Task:
                 )
 
     @property
-    def kind(self) -> str:
+    def answer_type(self) -> str:
+        """classification (a closed label set) or generation (free text)."""
         return "classification" if self.labels is not None else "generation"
 
     def format_input(self, text: str) -> str:
@@ -105,7 +106,7 @@ class Task:
         return {
             "name": self.name,
             "source": self.source,
-            "kind": self.kind,
+            "answer_type": self.answer_type,
             "n_examples": len(self.examples),
             "labels": list(self.labels) if self.labels is not None else None,
             "description": self.description,

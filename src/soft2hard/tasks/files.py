@@ -68,7 +68,7 @@ class _Rows:
         self.examples.append(Example(text, target))
 
 
-def _decode(path: Path, data: bytes) -> str:
+def _as_text(path: Path, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -126,7 +126,7 @@ def load_task_file(path: str | Path, name: str | None = None, description: str |
         raise _fail(path, None, f"unsupported file type {path.suffix or '(none)'!r}; use .jsonl or .csv")
     if not path.is_file():
         raise _fail(path, None, "task file not found" if not path.exists() else "not a regular file")
-    text = _decode(path, path.read_bytes())
+    text = _as_text(path, path.read_bytes())
     rows = _Rows(path)
     (_read_jsonl if suffix == ".jsonl" else _read_csv)(path, text, rows)
     if not rows.examples:

@@ -26,7 +26,7 @@ def _resolve_cache(cache_dir: Path | None) -> Path:
 
 
 def list_tasks(source: str | None = None, cache_dir: Path | None = None) -> list[dict]:
-    """Summaries (name, source, kind, n_examples, labels, description) of the known tasks.
+    """Summaries (name, source, answer_type, n_examples, labels, description) of the known tasks.
 
     ``source="bigbench"`` downloads and extracts BIG-bench on first use. ``source=None`` lists the generated
     tasks plus BIG-bench only when it is already extracted, so that a plain listing never starts a
@@ -50,7 +50,7 @@ def _bigbench_summary(entry: dict) -> dict:
     return {
         "name": entry["name"],
         "source": "bigbench",
-        "kind": entry["kind"],
+        "answer_type": entry["kind"],
         "n_examples": entry["n_examples"],
         "labels": entry["labels"],
         "description": entry["description"],

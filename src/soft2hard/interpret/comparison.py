@@ -1,4 +1,4 @@
-"""Held-out evaluation of interpreters on a DoD: projection, InSPEcT (label-free and ORACLE), translator.
+"""The interpreters compared on a DoD's held-out tasks: projection, InSPEcT (label-free and ORACLE), translator.
 
 Each clean held-out task contributes its best prompt (first seed); held-out tasks that leak into training
 (:meth:`Manifest.clean_heldout`: labels named in training references, a template family shared with training
@@ -12,26 +12,19 @@ it is an upper bound for analysis, not a method a user without the answer could 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from soft2hard import atomic
-from soft2hard.errors import Soft2HardError
-from soft2hard.interpret.inspection import inspect_grid
-from soft2hard.interpret.projection import project
-from soft2hard.interpret.selection import (
-    Profile,
-    describe_label_free,
-    find_profile,
-    oracle_rank,
-    parse_layers,
-)
-from soft2hard.interpret.translator import KIND_CUE, load_translator, shipped_translator
+from soft2hard.interpret.registry import NAMES, InterpreterSettings, check_names, get_interpreter
+from soft2hard.interpret.selection import parse_layers
+from soft2hard.interpret.translator import KIND_CUE
 from soft2hard.metrics import class_rate, embedding_cosine, label_f1, label_precision, mean_and_std, rouge_l
 
 logger = logging.getLogger(__name__)
-METHODS = ("projection", "inspect_label_free", "inspect_oracle", "translator")
+METHODS = NAMES  # every interpreter of the registry, in its order
 
 
 def _best_prompt(manifest, task):
@@ -39,50 +32,38 @@ def _best_prompt(manifest, task):
     return manifest.load_prompt(best[0])
 
 
-def evaluate_translator(manifest, translator_dir: Path | None, cache_dir: Path, device: str = "auto",
-                        oracle_layers: str = "1-29:4", max_tasks: int | None = None, progress: bool = True,
-                        methods: tuple[str, ...] = METHODS, profile_path: Path | None = None,
-                        dtype: str = "float32", amp: str = "none") -> tuple[list[dict], dict]:
+def compare_interpreters(manifest, translator_dir: Path | None, cache_dir: Path, device: str = "auto",
+                         oracle_layers: str = "1-29:4", max_tasks: int | None = None, progress: bool = True,
+                         methods: tuple[str, ...] = METHODS, profile_path: Path | None = None,
+                         dtype: str = "float32", amp: str = "none") -> tuple[list[dict], dict]:
     """Rows (task x method) and a summary (kind x method -> mean, std) over the clean held-out tasks."""
     from soft2hard.models import load_model
 
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown or not methods:
-        raise Soft2HardError(f"methods: unknown {', '.join(unknown) or '(none given)'}; choose from "
-                             f"{', '.join(METHODS)}")
+    methods = tuple(n for n in NAMES if n in check_names(methods))  # rows in the registry's order
     tasks = manifest.clean_heldout()[:max_tasks]  # leaking held-out tasks are no held-out test (issue 19)
     plain = load_model(manifest.model, device=device, dtype=dtype, cache_dir=cache_dir, amp=amp)
-    translator = None
-    if "translator" in methods:
-        translated_lm = load_model(manifest.model, device=device, dtype=dtype, cache_dir=cache_dir, amp=amp)
-        translator = load_translator(translated_lm, translator_dir or shipped_translator(manifest.model))
-    profile = Profile.load(profile_path or find_profile(cache_dir, plain.name))
-    layers = parse_layers(oracle_layers)
+    settings = InterpreterSettings(cache_dir=cache_dir, profile=profile_path, translator=translator_dir,
+                                   load={"device": device, "dtype": dtype, "amp": amp})
+    oracle = replace(settings, grid_layers=parse_layers(oracle_layers))  # the label-free one keeps its pairs
+    interpreters = {m: get_interpreter(m, plain, oracle if m == "inspect_oracle" else settings) for m in methods}
     candidates = sorted({label for t in manifest.tasks if t.labels for label in t.labels})
     rows: list[dict] = []
-    for task in tqdm(tasks, desc="translator eval", disable=not progress, dynamic_ncols=True):
+    for task in tqdm(tasks, desc="interpreter comparison", disable=not progress, dynamic_ncols=True):
         prompt = _best_prompt(manifest, task).to(plain.device)
+        labels = task.labels if task.kind == "classification" else None
         texts: dict[str, str] = {}
         extra: dict[str, dict] = {}
-        if "projection" in methods:
-            texts["projection"] = project(plain, prompt).text
-        if "inspect_label_free" in methods:
-            d = describe_label_free(plain, prompt, profile, k=1)[0]
-            texts["inspect_label_free"], extra["inspect_label_free"] = d.text, {"layers": list(d.layers)}
-        if "inspect_oracle" in methods:
-            grid = inspect_grid(plain, prompt, profile.config(source_layers=layers, target_layers=layers))
-            metric = "class_rate" if task.kind == "classification" else "rouge_l"
-            best = oracle_rank(grid, task.reference, metric, task.labels)[0]
-            texts["inspect_oracle"], extra["inspect_oracle"] = best.text, {"layers": list(best.layers),
-                                                                          "oracle_metric": metric}
-        if translator is not None:
-            texts["translator"] = translator.translate([prompt], cue=KIND_CUE[task.kind])[0].text
-        seen = {"inspect_label_free": profile.saw(task.name), "inspect_oracle": profile.saw(task.name),
-                "translator": translator is not None and translator.saw(task.name)}
-        for m in [m for m in texts if seen.get(m)]:  # held-out tasks, unless the artefacts came from elsewhere
-            logger.warning("warning: %s's interpreter saw %s in its calibration/training set: not a held-out "
-                           "result (seen_in_training: true)", m, task.name)
-            extra.setdefault(m, {})["seen_in_training"] = True
+        for m, interp in interpreters.items():
+            d = interp.describe(prompt, cue=KIND_CUE[task.kind], reference=task.reference, labels=labels)[0]
+            texts[m] = d.text
+            if d.layers:
+                extra[m] = {"layers": list(d.layers)}
+            if d.oracle:
+                extra.setdefault(m, {})["oracle_metric"] = d.details["score_metric"]
+            if interp.saw(task.name):  # held-out tasks, unless the artefacts came from elsewhere
+                logger.warning("warning: %s's interpreter saw %s in its calibration/training set: not a held-out "
+                               "result (seen_in_training: true)", m, task.name)
+                extra.setdefault(m, {})["seen_in_training"] = True
         names = list(texts)
         cos = embedding_cosine([texts[m] for m in names], [task.reference] * len(names))
         for m, c in zip(names, cos):
@@ -134,7 +115,7 @@ def markdown(rows: list[dict], summary: dict, examples: int = 4) -> str:
             lines += [f"Translator examples ({kind}; best and worst by {key}):", ""]
             by_task = {(r["task"], r["method"]): r for r in rows}
             for r in tr[:examples] + tr[-examples:]:
-                lf = by_task.get((r["task"], "inspect_label_free"), {}).get("text", "")
+                lf = by_task.get((r["task"], "inspect"), {}).get("text", "")
                 lines.append(f"- `{r['task']}` ({key} {r[key]:.2f})  \n  reference: {r['reference']}  \n"
                              f"  translator: {r['text']}  \n  InSPEcT label-free: {lf}")
             lines.append("")

@@ -1,9 +1,9 @@
-"""Distillation fidelity of every distilled prompt in a DoD build, next to the no-prompt baseline.
+"""distillation faithfulness of every distilled prompt in a DoD build, next to the no-prompt baseline.
 
 Reads each distilled run's metrics.json (``soft2hard dod build --kinds ...,distilled``): greedy agreement with the
 teacher and mean KL per answer token on the task's test inputs, with the soft prompt and with no prompt.
 
-Usage: python scripts/dod_fidelity.py runs/dod/distill [--rows]
+Usage: python scripts/dod_faithfulness.py runs/dod/distill [--rows]
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def main() -> None:
             continue
         m = json.loads(path.read_text(encoding="utf-8"))
         rows.append({"task": task["inputs"], "split": task["split"], "text": task["teacher_prompt"],
-                     "agree": m["fidelity"]["agreement"], "agree0": m["fidelity_no_prompt"]["agreement"],
-                     "kl": m["fidelity"]["mean_kl"], "kl0": m["fidelity_no_prompt"]["mean_kl"], "n": m["n_test"]})
+                     "agree": m["faithfulness"]["agreement"], "agree0": m["faithfulness_no_prompt"]["agreement"],
+                     "kl": m["faithfulness"]["mean_kl"], "kl0": m["faithfulness_no_prompt"]["mean_kl"], "n": m["n_test"]})
     if args.rows:
         print("| inputs | split | teacher prompt | agreement: no prompt | agreement: soft prompt | "
               "mean KL: no prompt | mean KL: soft prompt | test n |")
