@@ -83,3 +83,26 @@ def test_translator_candidates_are_seeded(tiny_translator, tiny_llama_dir):
     assert tr.candidates(prompt, n=6, seed=3, max_new_tokens=8) == a
     assert a[0][0] == tr.translate([prompt], "instruction", 8)[0].text  # the greedy candidate is `translate`'s
     assert len(tr.candidates(prompt, n=1, max_new_tokens=8)) == 1
+
+
+def test_translate_cli_with_candidates(tiny_translator, tiny_dod, tiny_llama_dir, tmp_path, capsys):
+    import json
+
+    from soft2hard.cli import main
+    from soft2hard.dod.manifest import Manifest
+    from soft2hard.prompts import SoftPrompt
+
+    m = Manifest.load(tiny_dod)
+    prompt_dir = m.resolve(m.tasks[0].prompts[0])
+    common = ["--model", str(tiny_llama_dir), "--translator", str(tiny_translator), "--device", "cpu",
+              "--max-new-tokens", "8"]
+    assert main(["translate", str(prompt_dir), *common, "--candidates", "3", "--n-inputs", "3", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["task"] == m.tasks[0].name and out["n_inputs"] == 3 and isinstance(out["verified"], bool)
+    assert 1 <= len(out["ranked"]) <= 3 and out["empty"]["origin"] == "empty"
+    assert out["text"] == (out["ranked"][0]["text"] if out["ranked"] else "")
+    assert {r["origin"].split(":")[1] for r in out["ranked"]} <= {"greedy", "beam"}
+    SoftPrompt(m.load_prompt(m.tasks[0].prompts[0]), model=str(tiny_llama_dir)).save(tmp_path / "bare")
+    assert main(["translate", str(tmp_path / "bare"), *common, "--candidates", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--inputs" in err and err.count("\n") == 1

@@ -45,9 +45,21 @@ def add_parsers(sub) -> None:
     tl.add_argument("prompt", type=Path, help="PEFT adapter directory or .safetensors file")
     add_model_args(tl)
     tl.add_argument("--translator", type=Path, default=None, help="translator folder (default: the shipped one)")
-    tl.add_argument("--cue", default="instruction", choices=["instruction", "labels"],
-                    help="ask for the task instruction or for the label set")
+    tl.add_argument("--cue", default=None, choices=["instruction", "labels"],
+                    help="ask for the task instruction or for the label set (default instruction; with "
+                         "--candidates, both unless given)")
     tl.add_argument("--max-new-tokens", type=int, default=64)
+    tl.add_argument("--candidates", type=int, default=1,
+                    help="N > 1: N translator candidates (greedy, beam, seeded samples), each scored on the source "
+                         "model by faithfulness to the soft prompt on unlabelled inputs; the best is returned, with "
+                         "verified: false when none beats the empty text (default 1: the greedy translation)")
+    tl.add_argument("--inputs", default=None,
+                    help="for --candidates: task name or JSONL/CSV file whose validation inputs are scored "
+                         "(default: the task named in the prompt's metadata)")
+    tl.add_argument("--n-inputs", type=int, default=16, help="for --candidates: inputs scored (default 16)")
+    tl.add_argument("--labelled", type=int, default=0,
+                    help="for --candidates: also report accuracy on this many training examples (never ranks)")
+    tl.add_argument("--seed", type=int, default=0, help="seed of the sampled candidates")
     tl.add_argument("--json", action="store_true")
 
 
@@ -55,22 +67,61 @@ def cmd_translate(args) -> None:
     from soft2hard.models import canonical_model_name
     from soft2hard.prompts import SoftPrompt
 
+    args.cue_given, args.cue = args.cue is not None, args.cue or "instruction"
     prompt = SoftPrompt.load(args.prompt)
     if prompt.model and canonical_model_name(prompt.model) != canonical_model_name(args.model):
         raise Soft2HardError(f"{args.prompt} was trained on {prompt.model!r}, but the translator reads prompts of "
                              f"{args.model!r}; translate it with a translator for {prompt.model!r}")
     from soft2hard.interpret.registry import InterpreterSettings, get_interpreter
 
+    if args.candidates < 1 or args.n_inputs < 1 or args.labelled < 0:
+        raise Soft2HardError("--candidates and --n-inputs must be >= 1, --labelled >= 0")
+    task = _inputs_task(args, prompt) if args.candidates > 1 else None
     lm = load_model_from_args(args)
     lm.check_prompt(prompt.tensor)
     settings = InterpreterSettings(cache_dir=cache_dir(args), translator=args.translator,
-                                   max_new_tokens=args.max_new_tokens, share_model=True)
-    desc = get_interpreter("translator", lm, settings).describe(prompt.tensor, cue=args.cue)[0]
+                                   max_new_tokens=args.max_new_tokens, share_model=task is None,
+                                   load={"device": args.device, "dtype": args.dtype, "amp": args.amp})
+    interpreter = get_interpreter("translator", lm, settings)
+    if task is not None:
+        _print_verdict(args, lm, interpreter, prompt, task)
+        return
+    desc = interpreter.describe(prompt.tensor, cue=args.cue)[0]
     if args.json:
         print(json.dumps({"text": desc.text, "method": "translator", "cue": args.cue, "prompt": str(args.prompt),
                           "model": lm.name}, indent=2))
         return
     print(desc.text)
+
+
+def _inputs_task(args, prompt):
+    from soft2hard.tasks import get_task
+
+    name = args.inputs or prompt.metadata.get("task")
+    if not name:
+        raise Soft2HardError(f"{args.prompt} names no task in its metadata: give --inputs TASK|FILE, whose inputs "
+                             "the candidates are scored on")
+    return get_task(name, cache_dir=cache_dir(args))
+
+
+def _print_verdict(args, lm, interpreter, prompt, task) -> None:
+    from soft2hard.interpret.verify import verify
+
+    seed = int(prompt.metadata.get("seed", 0)) if not args.inputs else 0  # the prompt's own split
+    splits = task.splits(seed=seed)
+    cues = (args.cue,) if args.cue_given else ("instruction", "labels")
+    candidates = interpreter.translator.candidates(prompt.tensor.to(lm.device), n=args.candidates, seed=args.seed,
+                                                   cues=cues, max_new_tokens=args.max_new_tokens)
+    verdict = verify(lm, prompt.tensor.to(lm.device), candidates, task, splits.validation[:args.n_inputs],
+                     labelled=splits.train[:args.labelled])
+    if args.json:
+        print(json.dumps({**verdict.to_dict(), "method": "translator", "task": task.name,
+                          "prompt": str(args.prompt), "model": lm.name}, indent=2))
+        return
+    print(verdict.best.text)
+    flag = "verified" if verdict.verified else "NOT verified: no candidate beats the empty text"
+    print(f"  {flag}; agreement {verdict.best.agreement:.3f} (empty text {verdict.empty.agreement:.3f}) on "
+          f"{verdict.n_inputs} inputs of {task.name}; {len(verdict.ranked)} candidates in {verdict.seconds:.0f} s")
 
 
 def cmd_translator(args) -> None:
