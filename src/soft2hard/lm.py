@@ -348,13 +348,7 @@ class LanguageModel:
                                       do_sample=sample, temperature=temperature if sample else None,
                                       top_p=top_p if sample else None, top_k=None,
                                       pad_token_id=self.pad_id, eos_token_id=self.tokenizer.eos_token_id)
-        texts = []
-        for row in ids.tolist():  # with inputs_embeds, generate returns the new tokens only
-            text = self.decode(row)
-            for s in stop:
-                text = text.split(s)[0]
-            texts.append(text)
-        return texts
+        return [_cut(self.decode(row), stop) for row in ids.tolist()]  # with inputs_embeds: the new tokens only
 
     @torch.no_grad()
     def greedy_continue(self, out, mask: torch.Tensor, max_new_tokens: int | list[int],
@@ -389,16 +383,14 @@ class LanguageModel:
                 mask, next_tok = mask[idx], next_tok[idx]
                 alive = [alive[j] for j in keep]
             mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype, device=mask.device)], dim=1)
-            positions = mask.long().sum(-1, keepdim=True) - 1  # prompt + real tokens so far
-            with self.autocast():
-                out = self.decoder(input_ids=next_tok[:, None], attention_mask=mask, position_ids=positions,
-                                   past_key_values=cache, use_cache=True)
+            out = self.extend(next_tok[:, None], mask, cache)  # positions: prompt + real tokens so far
             cache = out.past_key_values
             next_tok = self.logits_from_hidden(out.last_hidden_state[:, -1]).argmax(-1)
-        texts = []
-        for ids in generated:
-            text = self.decode(ids)
-            for s in stop:
-                text = text.split(s)[0]
-            texts.append(text)
-        return texts
+        return [_cut(self.decode(ids), stop) for ids in generated]
+
+
+def _cut(text: str, stop: tuple[str, ...]) -> str:
+    """``text`` before the first of the stop strings."""
+    for s in stop:
+        text = text.split(s)[0]
+    return text

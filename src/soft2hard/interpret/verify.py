@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from soft2hard.distill import teacher_context
 from soft2hard.faithfulness import compare_label_distributions, label_distributions
 from soft2hard.lm import LanguageModel
-from soft2hard.scoring import GENERATION_STOP, normalize_answer
+from soft2hard.scoring import GENERATION_STOP, normalize_answer, score
 from soft2hard.tasks.base import Example, Task
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def with_instruction(task: Task, text: str) -> Task:
     return replace(task, template=text.replace("{", "{{").replace("}", "}}") + "\n" + task.template)
 
 
-def unlabelled(task: Task, examples: Sequence[Example]) -> list[Example]:
+def unlabelled(examples: Sequence[Example]) -> list[Example]:
     """The inputs of ``examples`` without their targets (what selection may look at)."""
     return [Example(input=ex.input, target="") for ex in examples]
 
@@ -126,8 +126,6 @@ def verify(lm: LanguageModel, prompt: torch.Tensor, candidates: Sequence[tuple[s
 
     Duplicate texts are scored once (the first origin names them). ``labelled``: examples whose accuracy is
     reported next to faithfulness (never used for ranking)."""
-    from soft2hard.scoring import score
-
     t0 = time.time()
     seen: dict[str, str] = {}
     for text, origin in candidates:
@@ -135,7 +133,7 @@ def verify(lm: LanguageModel, prompt: torch.Tensor, candidates: Sequence[tuple[s
         if text and text not in seen:
             seen[text] = origin
     texts = ["", *seen]
-    scores = faithfulness_many(lm, prompt, texts, task, unlabelled(task, inputs), batch_size)
+    scores = faithfulness_many(lm, prompt, texts, task, unlabelled(inputs), batch_size)
     scored = [ScoredText(t, seen.get(t, EMPTY), s["agreement"], s["mean_kl"]) for t, s in zip(texts, scores)]
     for c in scored if labelled else ():
         c.accuracy = score(lm, None, with_instruction(task, c.text), tuple(labelled), batch_size)
