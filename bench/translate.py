@@ -4,7 +4,12 @@ Times ``Translator.translate`` on real prompts (the packed DoD bank when present
 vocabulary's scale) one at a time and in batches of 8, after one warm-up call; model loading is reported
 separately. The baseline is label-free InSPEcT (one layer pair) on the same prompts in the same run.
 
-Usage:  python bench/translate.py [--prompts 16] [--amp none|bfloat16]
+With ``--candidates N`` it times verified translation instead (``soft2hard translate --candidates N``: N
+translator candidates and the label-free InSPEcT text scored by faithfulness on 16 unlabelled validation inputs)
+on the clean held-out tasks of the bank, half classification and half generation, interleaved prompt by prompt
+with the greedy translation of the same prompt as the baseline.
+
+Usage:  python bench/translate.py [--prompts 16] [--amp none|bfloat16] [--candidates 8]
 """
 
 from __future__ import annotations
@@ -50,12 +55,48 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def verified(cache: Path, n_prompts: int, n: int, amp: str) -> None:
+    """Seconds per prompt of verified translation against greedy translation, by answer type."""
+    from soft2hard.evaluation.items import from_dod
+    from soft2hard.interpret.verify import select_translation
+
+    lm = load_model("smollm2-135m", device="cpu", cache_dir=cache, amp=amp)
+    translator = load_translator(load_model("smollm2-135m", device="cpu", cache_dir=cache, amp=amp),
+                                 shipped_translator("smollm2-135m"))
+    profile = Profile.load(find_profile(cache, lm.name))
+    _, items = from_dod(BANK, ["heldout"], cache)
+    by_type = {t: [i for i in items if i.answer_type == t] for t in ("classification", "generation")}
+    chosen = [i for t in by_type.values() for i in t[: (n_prompts + 1) // 2]][:n_prompts]
+    translator.translate([chosen[0].prompt])  # warm-up
+    rows = []
+    for item in chosen:
+        greedy = timed(lambda x=item.prompt: translator.translate([x]))
+        inputs = item.task.splits(seed=item.split_seed).validation[:16]
+        t0 = time.perf_counter()
+        extra = [(describe_label_free(lm, item.prompt, profile, k=1)[0].text, "inspect")]
+        verdict = select_translation(lm, translator, item.prompt, item.task, inputs, n=n, seed=0, extra=extra)
+        rows.append((item, greedy, time.perf_counter() - t0, verdict))
+        print(f"  {item.name} ({item.answer_type}): greedy {greedy:.1f} s, verified {rows[-1][2]:.1f} s, "
+              f"{len(verdict.ranked)} texts, verified={verdict.verified}, best {verdict.best.origin}", flush=True)
+    print(f"verified translation, N={n} candidates + InSPEcT, 16 inputs, amp {amp}, {torch.get_num_threads()} threads")
+    for t in ("classification", "generation"):
+        mine = [r for r in rows if r[0].answer_type == t]
+        if mine:
+            g, v = statistics.median(r[1] for r in mine), statistics.median(r[2] for r in mine)
+            print(f"{t:>14}: median {v:.1f} s/prompt verified vs {g:.1f} s greedy ({v / g:.1f}x), "
+                  f"{len(mine)} prompts")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--amp", default="none", choices=["none", "bfloat16"])
+    p.add_argument("--candidates", type=int, default=0, help="time verified translation with N candidates")
     args = p.parse_args()
     cache = Path(os.environ.get("SOFT2HARD_CACHE", default_cache_dir()))
+    if args.candidates:
+        verified(cache, args.prompts, args.candidates, args.amp)
+        return
     t0 = time.perf_counter()
     lm = load_model("smollm2-135m", device="cpu", cache_dir=cache, amp=args.amp)
     translator = load_translator(lm, shipped_translator("smollm2-135m"))

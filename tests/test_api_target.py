@@ -79,3 +79,17 @@ def test_a_server_on_a_new_port_reuses_the_cache(server, tmp_path):
                       max_retries=0, identity=rerun_server.identity)
     assert rerun.complete(PROMPTS[:3], max_tokens=6) == texts
     assert rerun.stats.requests == 0 and rerun.stats.cache_hits == 3
+
+
+def test_an_api_inducer_goes_through_the_sqlite_cache(server, tmp_path):
+    """`evaluate --inducer API_MODEL`: the induction request is cached like every other completion."""
+    from soft2hard.interpret.induction import induce
+    from soft2hard.tasks.base import Example
+
+    demos = [Example("cat", "cats"), Example("box", "boxes"), Example("fox", "foxes")]
+    first_target = target(server, tmp_path)
+    first = induce(first_target.complete, demos)
+    assert first_target.stats.requests == 1 and isinstance(first["text"], str)
+    again = target(server, tmp_path)
+    assert induce(again.complete, demos) == first
+    assert again.stats.requests == 0 and again.stats.cache_hits == 1

@@ -23,7 +23,8 @@ from soft2hard.tasks import get_task
 from soft2hard.tasks.base import Example
 from tests.conftest import interrupt_on_call
 
-ALL = ("soft_prompt", "zero_shot", "few_shot", "reference", "projection", "inspect", "translator", "pez")
+ALL = ("soft_prompt", "zero_shot", "few_shot", "reference", "projection", "inspect", "translator", "pez",
+       "translator_selected", "induced", "translator+few_shot", "reference+few_shot")
 
 
 def test_prompt_formats_follow_the_paper():
@@ -64,7 +65,7 @@ def _run(out, tiny_dod, tiny_llama_dir, tiny_gemma_dir, tiny_translator, tiny_pr
     target = LazyTarget(f"local:{tiny_gemma_dir.name}",
                         lambda: LocalTarget(load_model(str(tiny_gemma_dir), device="cpu")))
     cfg = EvalConfig(conditions=conditions, max_examples=max_examples, faithfulness_examples=2, pez_steps=2,
-                     inspect_grid="0-1", **kw)
+                     inspect_grid="0-1", candidates=3, selection_inputs=2, induction_examples=2, **kw)
     return items, evaluate(items, source, model, [target], cfg, out, progress=False)
 
 
@@ -85,7 +86,7 @@ def test_every_task_gets_every_condition(full, tiny_dod, tiny_gemma_dir):
         assert 0.0 <= r["score"] <= 1.0 and r["n"] == min(3, len(items[0].test(3)))
         # the soft prompt runs on its source model, every text on the target
         assert r["model"] == (source_model if r["condition"] == "soft_prompt" else f"local:{tiny_gemma_dir.name}")
-        if r["condition"] in cond.TEXT_CONDITIONS:
+        if r["condition"] in cond.TEXT_CONDITIONS and r["instruction"]:  # translator_selected may send no text
             assert isinstance(r["instruction"], str) and r["perplexity"] > 0 and 0 <= r["faithfulness"] <= 1
     texts = json.loads((out / "texts.json").read_text())
     for i in items:

@@ -85,7 +85,7 @@ def test_translator_candidates_are_seeded(tiny_translator, tiny_llama_dir):
     assert len(tr.candidates(prompt, n=1, max_new_tokens=8)) == 1
 
 
-def test_translate_cli_with_candidates(tiny_translator, tiny_dod, tiny_llama_dir, tmp_path, capsys):
+def test_translate_cli_with_candidates(tiny_translator, tiny_dod, tiny_llama_dir, tiny_profile, tmp_path, capsys):
     import json
 
     from soft2hard.cli import main
@@ -96,12 +96,26 @@ def test_translate_cli_with_candidates(tiny_translator, tiny_dod, tiny_llama_dir
     prompt_dir = m.resolve(m.tasks[0].prompts[0])
     common = ["--model", str(tiny_llama_dir), "--translator", str(tiny_translator), "--device", "cpu",
               "--max-new-tokens", "8"]
-    assert main(["translate", str(prompt_dir), *common, "--candidates", "3", "--n-inputs", "3", "--json"]) == 0
+    assert main(["translate", str(prompt_dir), *common, "--candidates", "3", "--n-inputs", "3", "--json",
+                 "--no-inspect"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["task"] == m.tasks[0].name and out["n_inputs"] == 3 and isinstance(out["verified"], bool)
     assert 1 <= len(out["ranked"]) <= 3 and out["empty"]["origin"] == "empty"
     assert out["text"] == (out["ranked"][0]["text"] if out["ranked"] else "")
     assert {r["origin"].split(":")[1] for r in out["ranked"]} <= {"greedy", "beam"}
+    # the label-free InSPEcT text is a candidate too (by default), scored like the translator's
+    assert main(["translate", str(prompt_dir), *common, "--candidates", "3", "--n-inputs", "3", "--json",
+                 "--profile", str(tiny_profile)]) == 0
+    with_inspect = json.loads(capsys.readouterr().out)
+    origins = [r["origin"] for r in with_inspect["ranked"]]
+    inspect_text = main(["describe", str(prompt_dir), "--model", str(tiny_llama_dir), "--device", "cpu",
+                         "--profile", str(tiny_profile), "--json"])
+    described = json.loads(capsys.readouterr().out)
+    assert inspect_text == 0
+    first = described["descriptions"][0]["text"].strip()
+    assert first  # deduplicated: the InSPEcT origin is listed unless a translator candidate has the same text
+    assert "inspect" in origins or first in {r["text"] for r in with_inspect["ranked"][:3]}
+    assert first in {r["text"] for r in with_inspect["ranked"]}
     SoftPrompt(m.load_prompt(m.tasks[0].prompts[0]), model=str(tiny_llama_dir)).save(tmp_path / "bare")
     assert main(["translate", str(tmp_path / "bare"), *common, "--candidates", "3"]) == 2
     err = capsys.readouterr().err

@@ -6,21 +6,30 @@ import argparse
 import json
 from pathlib import Path
 
-from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args
+from soft2hard.cli.common import ConfigOptions, Parser, add_model_args, cache_dir, load_model_from_args
 from soft2hard.errors import Soft2HardError
 from soft2hard.interpret.registry import NAMES as METHODS
 
 
+def grid_options():
+    """The InSPEcT grid's :class:`~soft2hard.interpret.inspection.InspectConfig` options (``--pairs`` is added
+    beside them: it replaces the grid by explicit pairs)."""
+    from soft2hard.interpret.inspection import INJECT_MODES, InspectConfig
+    from soft2hard.interpret.selection import parse_layers
+
+    layers = "'1-29', '2,4,8' or '1-29:2' (default 1..L-1)"
+    return ConfigOptions(
+        InspectConfig, ("source_layers", "target_layers", "n_demos", "demo_seed", "inject", "max_new_tokens",
+                        "batch_size"),
+        flags={"source_layers": "sources", "target_layers": "targets"}, choices={"inject": INJECT_MODES},
+        helps={"source_layers": f"source layers (blocks read), e.g. {layers}",
+               "target_layers": f"target layers (blocks overwritten), same syntax: {layers}"},
+        parsers={"source_layers": parse_layers, "target_layers": parse_layers})
+
+
 def _add_grid_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sources", default=None, help="source layers, e.g. '1-29', '2,4,8' or '1-29:2' (default 1..L-1)")
-    p.add_argument("--targets", default=None, help="target layers, same syntax (default 1..L-1)")
+    grid_options().add_to(p)
     p.add_argument("--pairs", default=None, help="explicit SOURCE:TARGET pairs, e.g. '3:5,10:2'")
-    p.add_argument("--n-demos", type=int, default=4, help="demos in the inspection prompt")
-    p.add_argument("--demo-seed", type=int, default=0)
-    p.add_argument("--inject", default="input", choices=["input", "block0"],
-                   help="source pass: prompt as input embeddings (as trained) or as block 0's output (official code)")
-    p.add_argument("--max-new-tokens", type=int, default=60)
-    p.add_argument("--batch-size", type=int, default=96, help="layer pairs per batch")
 
 
 def add_parsers(sub) -> None:
@@ -58,14 +67,7 @@ def add_parsers(sub) -> None:
 
 
 def _inspect_config(args):
-    from soft2hard.interpret.inspection import InspectConfig
-    from soft2hard.interpret.selection import parse_layers
-
-    return InspectConfig(
-        source_layers=parse_layers(args.sources) if args.sources else None,
-        target_layers=parse_layers(args.targets) if args.targets else None,
-        n_demos=args.n_demos, demo_seed=args.demo_seed, inject=args.inject,
-        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    return grid_options().config(args)
 
 
 def _reference(args):

@@ -60,6 +60,11 @@ def add_parsers(sub) -> None:
     tl.add_argument("--labelled", type=int, default=0,
                     help="for --candidates: also report accuracy on this many training examples (never ranks)")
     tl.add_argument("--seed", type=int, default=0, help="seed of the sampled candidates")
+    tl.add_argument("--no-inspect", action="store_true",
+                    help="for --candidates: leave out the label-free InSPEcT text (a candidate by default; it "
+                         "needs the model's InSPEcT profile, or --profile)")
+    tl.add_argument("--profile", type=Path, default=None,
+                    help="for --candidates: label-free InSPEcT profile (default: the model's calibrated one)")
     tl.add_argument("--json", action="store_true")
 
 
@@ -79,7 +84,7 @@ def cmd_translate(args) -> None:
     task = _inputs_task(args, prompt) if args.candidates > 1 else None
     lm = load_model_from_args(args)
     lm.check_prompt(prompt.tensor)
-    settings = InterpreterSettings(cache_dir=cache_dir(args), translator=args.translator,
+    settings = InterpreterSettings(cache_dir=cache_dir(args), translator=args.translator, profile=args.profile,
                                    max_new_tokens=args.max_new_tokens, share_model=task is None,
                                    load={"device": args.device, "dtype": args.dtype, "amp": args.amp})
     interpreter = get_interpreter("translator", lm, settings)
@@ -105,15 +110,18 @@ def _inputs_task(args, prompt):
 
 
 def _print_verdict(args, lm, interpreter, prompt, task) -> None:
-    from soft2hard.interpret.verify import verify
+    from soft2hard.interpret.registry import get_interpreter
+    from soft2hard.interpret.verify import select_translation
 
     seed = int(prompt.metadata.get("seed", 0)) if not args.inputs else 0  # the prompt's own split
     splits = task.splits(seed=seed)
     cues = (args.cue,) if args.cue_given else ("instruction", "labels")
-    candidates = interpreter.translator.candidates(prompt.tensor.to(lm.device), n=args.candidates, seed=args.seed,
-                                                   cues=cues, max_new_tokens=args.max_new_tokens)
-    verdict = verify(lm, prompt.tensor.to(lm.device), candidates, task, splits.validation[:args.n_inputs],
-                     labelled=splits.train[:args.labelled])
+    tensor = prompt.tensor.to(lm.device)
+    extra = [] if args.no_inspect else [
+        (get_interpreter("inspect", lm, interpreter.settings).describe(tensor)[0].text, "inspect")]
+    verdict = select_translation(lm, interpreter.translator, tensor, task, splits.validation[:args.n_inputs],
+                                 n=args.candidates, seed=args.seed, cues=cues, extra=extra,
+                                 labelled=splits.train[:args.labelled], max_new_tokens=args.max_new_tokens)
     if args.json:
         print(json.dumps({**verdict.to_dict(), "method": "translator", "task": task.name,
                           "prompt": str(args.prompt), "model": lm.name}, indent=2))

@@ -1,7 +1,8 @@
 """What each evaluation condition sends to a target model, and how an output is scored.
 
 Prompts on the target follow the translator paper's format, ``"{instruction}\\n\\nInput:\\n{x}\\n\\nOutput:\\n"``;
-zero-shot drops the instruction and few-shot replaces it with k solved examples. Every condition, the soft
+zero-shot drops the instruction and few-shot replaces it with k solved examples; ``TEXT+few_shot`` puts the
+text before those same examples. Every condition, the soft
 prompt on the source model included, is scored from its greedy output: the first non-empty line, compared with
 the gold label (classification: accuracy, a label counts when the line is the label or starts with it) or the
 gold text (generation: ROUGE-L as the score, exact match beside it).
@@ -16,12 +17,17 @@ from soft2hard.metrics import rouge_l
 from soft2hard.tasks.base import Example, Task
 
 SOURCE_CONDITIONS = ("soft_prompt",)  # run on the source model with the soft prompt itself
-TARGET_CONDITIONS = ("zero_shot", "few_shot", "reference", "projection", "inspect", "translator", "pez", "rlprompt")
+# an instruction text on the target, made on the source side
+TEXT_CONDITIONS = ("reference", "projection", "inspect", "translator", "translator_selected", "induced", "pez",
+                   "rlprompt")
+# a text followed by the few-shot condition's demos: does the text add anything to examples?
+WITH_DEMOS = {"translator+few_shot": "translator", "reference+few_shot": "reference"}
+TARGET_CONDITIONS = ("zero_shot", "few_shot", *TEXT_CONDITIONS, *WITH_DEMOS)
 CONDITIONS = SOURCE_CONDITIONS + TARGET_CONDITIONS
-# an instruction text on the target
-TEXT_CONDITIONS = ("reference", "projection", "inspect", "translator", "pez", "rlprompt")
-NEEDS_SOFT_PROMPT = ("soft_prompt", "projection", "inspect", "translator")
-DEFAULT_CONDITIONS = ("soft_prompt", "zero_shot", "few_shot", "reference", "projection", "inspect", "translator")
+NEEDS_SOFT_PROMPT = ("soft_prompt", "projection", "inspect", "translator", "translator_selected",
+                     "translator+few_shot")
+DEFAULT_CONDITIONS = ("soft_prompt", "zero_shot", "few_shot", "reference", "projection", "inspect", "translator",
+                      "translator_selected", "induced", "translator+few_shot", "reference+few_shot")
 STOP = ("\n\n",)  # the answer is the first non-empty line; a blank line ends it
 _PUNCT = ".,;:!?\"'`()[]"
 
@@ -43,6 +49,15 @@ def few_shot(demos: Sequence[Example], x: str) -> str:
     return "".join(f"{query(d.input)}{d.target}\n\n" for d in demos) + query(x)
 
 
+def text_of(condition: str) -> str:
+    """The text condition whose text ``condition`` sends (itself, or the text before the demos)."""
+    return WITH_DEMOS.get(condition, condition)
+
+
+def uses_demos(condition: str) -> bool:
+    return condition == "few_shot" or condition in WITH_DEMOS
+
+
 def target_prompts(condition: str, examples: Sequence[Example], instruction: str | None = None,
                    demos: Sequence[Example] = ()) -> list[str]:
     """The prompts a target model completes for ``condition`` (``instruction`` for the text conditions)."""
@@ -52,6 +67,10 @@ def target_prompts(condition: str, examples: Sequence[Example], instruction: str
         return [few_shot(demos, ex.input) for ex in examples]
     if instruction is None:
         raise ValueError(f"condition {condition!r} needs an instruction text")
+    if not instruction.strip():  # an empty text (translator_selected when nothing was verified) sends nothing
+        return [few_shot(demos, ex.input) if condition in WITH_DEMOS else query(ex.input) for ex in examples]
+    if condition in WITH_DEMOS:
+        return [f"{instruction}\n\n{few_shot(demos, ex.input)}" for ex in examples]
     return [instructed(instruction, ex.input) for ex in examples]
 
 

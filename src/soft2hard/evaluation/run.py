@@ -56,13 +56,22 @@ class EvalConfig:
                 "(classification tasks only)"})
     inspect_grid: str | None = field(default=None, metadata={
         "help": "also score an InSPEcT layer grid per task for the report's heatmap, e.g. 1-29:7"})
+    candidates: int = field(default=8, metadata={
+        "help": "translator candidates verified on the source model for translator_selected"})
+    selection_inputs: int = field(default=16, metadata={
+        "help": "unlabelled validation inputs the translator_selected candidates are verified on"})
+    induction_examples: int = field(default=5, metadata={
+        "help": "solved training examples the inducer sees (induced condition)"})
+    inducer: str = field(default="source", metadata={
+        "help": "who writes the induced instruction: source (the source model) or the name of a target"})
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.conditions if c not in cond.CONDITIONS]
         if unknown or not self.conditions:
             raise Soft2HardError(f"unknown condition(s) {', '.join(unknown) or '(none given)'}; "
                                  f"choose from {', '.join(cond.CONDITIONS)}")
-        for name in ("k_shot", "max_examples", "faithfulness_examples", "pez_steps", "rlprompt_steps"):
+        for name in ("k_shot", "max_examples", "faithfulness_examples", "pez_steps", "rlprompt_steps", "candidates",
+                     "selection_inputs", "induction_examples"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise Soft2HardError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if not 0.0 <= self.pez_weight < 1.0:
@@ -75,10 +84,13 @@ class EvalConfig:
     def target_conditions(self) -> list[str]:
         return [c for c in self.conditions if c in cond.TARGET_CONDITIONS]
 
-    def optimizer_settings(self) -> dict[str, dict]:
-        """What the optimized conditions pass to their optimizer (seeded per task with its split seed)."""
+    def text_settings(self) -> dict[str, dict]:
+        """What the text conditions that have settings need: the optimizers' (seeded per task with its split
+        seed), the translator's selection and the induction's."""
         return {"pez": {"steps": self.pez_steps, "weight": self.pez_weight},
-                "rlprompt": {"steps": self.rlprompt_steps, "weight": self.rlprompt_weight}}
+                "rlprompt": {"steps": self.rlprompt_steps, "weight": self.rlprompt_weight},
+                "translator_selected": {"candidates": self.candidates, "inputs": self.selection_inputs},
+                "induced": {"examples": self.induction_examples, "seed": self.seed}}
 
 
 def check_settings(out: Path, settings: dict) -> None:
@@ -140,13 +152,14 @@ def _row(item: EvalTask, condition: str, model: str, scores: dict, instruction: 
 
 
 def _source_work(state: Evaluation, item: EvalTask, source: SourceSide, source_name: str, cfg: EvalConfig,
-                 bar) -> None:
+                 inducer, bar) -> None:
     entry = state.texts.setdefault(item.name, {"answer_type": item.answer_type, "reference": item.reference,
                                                "origin": item.origin, "texts": {}})
     test = item.test(cfg.max_examples)
-    for condition in [c for c in cfg.conditions if c in cond.TEXT_CONDITIONS and c not in entry["texts"]]:
+    wanted = dict.fromkeys(cond.text_of(c) for c in cfg.conditions)
+    for condition in [c for c in wanted if c in cond.TEXT_CONDITIONS and c not in entry["texts"]]:
         bar.set_postfix_str(f"{item.name}: {condition} text")
-        info = source.text(item, condition, cfg.optimizer_settings(), state.out)
+        info = source.text(item, condition, cfg.text_settings(), state.out, inducer=inducer)
         info.update(source.text_metrics(item, info["text"], test[: cfg.faithfulness_examples]))
         entry["texts"][condition] = info
         state.save_texts()
@@ -169,9 +182,9 @@ def _records(examples, outputs: list[str]) -> list[dict]:
 
 def _target_cell(state: Evaluation, item: EvalTask, condition: str, target: LazyTarget, cfg: EvalConfig) -> None:
     test = item.test(cfg.max_examples)
-    text_info = state.texts[item.name]["texts"].get(condition)
+    text_info = state.texts[item.name]["texts"].get(cond.text_of(condition))
     instruction = text_info["text"] if text_info else None
-    demos = cond.few_shot_demos(item.train(), cfg.k_shot, cfg.seed) if condition == "few_shot" else ()
+    demos = cond.few_shot_demos(item.train(), cfg.k_shot, cfg.seed) if cond.uses_demos(condition) else ()
     prompts = cond.target_prompts(condition, test, instruction, demos)
     outputs = target.complete(prompts, max_tokens=cond.max_answer_tokens(item.task, test), stop=cond.STOP)
     scores = cond.score_outputs(item.task, outputs, [ex.target for ex in test])
@@ -194,6 +207,7 @@ def evaluate(items: list[EvalTask], source: SourceSide, source_name: str, target
                              "leave rlprompt out with --conditions, or evaluate only classification tasks")
     if cfg.target_conditions() and not targets:
         raise Soft2HardError("no target model: pass --target NAME and/or --base-url URL --api-model NAME")
+    inducer = _inducer(cfg, targets)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic.remove_stale(out)
@@ -206,7 +220,7 @@ def evaluate(items: list[EvalTask], source: SourceSide, source_name: str, target
     bar = tqdm(total=per_task * len(items), initial=len(state.rows), desc="evaluate", unit="cell", disable=not progress,
                dynamic_ncols=True)
     for item in items:
-        _source_work(state, item, source, source_name, cfg, bar)
+        _source_work(state, item, source, source_name, cfg, inducer, bar)
         for target in targets:
             for condition in tcond:
                 if (target.name, item.name, condition) in state.done:
@@ -217,6 +231,19 @@ def evaluate(items: list[EvalTask], source: SourceSide, source_name: str, target
     bar.close()
     write_tables(out, state.rows, settings)
     return state.rows
+
+
+def _inducer(cfg: EvalConfig, targets: list[LazyTarget]) -> LazyTarget | None:
+    """The target that writes the induced instructions (``cfg.inducer``); None for the source model."""
+    if "induced" not in cfg.conditions:
+        return None
+    if cfg.inducer == "source":
+        return None  # SourceSide.text uses its own model, loaded on first use
+    by_name = {t.name: t for t in targets}
+    if cfg.inducer not in by_name:
+        raise Soft2HardError(f"inducer {cfg.inducer!r} is not one of this evaluation's models; choose source or "
+                             f"one of the targets: {', '.join(by_name) or '(none)'}")
+    return by_name[cfg.inducer]
 
 
 def json_ready(d: dict) -> dict:

@@ -116,14 +116,20 @@ class SourceSide:
                                    stop=STOP)
         return [answer_line(o) for o in outputs]
 
-    def text(self, item: EvalTask, condition: str, optimizers: dict[str, dict], out: Path) -> dict:
+    def text(self, item: EvalTask, condition: str, settings: dict[str, dict], out: Path, inducer=None) -> dict:
         """One interpretation of the item's soft prompt (or the reference), as ``{"text": ..., details}``.
 
-        ``optimizers``: settings of the optimized conditions (pez, rlprompt), whose runs go to ``out/<method>/``."""
+        ``settings``: per condition that has some (``EvalConfig.text_settings``); the optimizers' runs go to
+        ``out/<method>/``. ``inducer``: the target that writes the induced instruction (default: the source
+        model)."""
         if condition == "reference":
             return {"text": item.reference}
-        if condition in optimizers:
-            return self._optimized(item, condition, optimizers[condition], out / condition)
+        if condition == "induced":
+            return self._induced(item, inducer, **settings["induced"])
+        if condition == "translator_selected":
+            return self._selected(item, **settings["translator_selected"])
+        if condition in ("pez", "rlprompt"):
+            return self._optimized(item, condition, settings[condition], out / condition)
         from soft2hard.interpret.registry import LABEL_FREE
         from soft2hard.interpret.translator import KIND_CUE
 
@@ -138,6 +144,35 @@ class SourceSide:
         if condition == "translator":
             out["cue"] = cue
         return {**out, **seen_in_training(item.name, condition, interpreter.saw(item.name))}
+
+    def _induced(self, item: EvalTask, inducer, examples: int, seed: int) -> dict:
+        """Instruction induction from ``examples`` seeded training demonstrations (the inducer sees their
+        labels, as a user writing a prompt from examples would; never a test example)."""
+        from soft2hard.evaluation.conditions import few_shot_demos
+        from soft2hard.interpret.induction import induce, source_completer
+
+        demos = few_shot_demos(item.train(), examples, seed)
+        if inducer is None:
+            return {**induce(source_completer(self.lm), demos), "inducer": self.name}
+        return {**induce(inducer.complete, demos), "inducer": inducer.name}
+
+    def _selected(self, item: EvalTask, candidates: int, inputs: int) -> dict:
+        """The translator candidate most faithful to the soft prompt on unlabelled validation inputs (the empty
+        text when none beats it), with the ranking behind the choice."""
+        from soft2hard.interpret.verify import select_translation
+
+        translator = self.interpreter("translator")
+        prompt = item.prompt.to(self.lm.device)
+        selection = item.task.splits(seed=item.split_seed).validation[:inputs]
+        verdict = select_translation(self.lm, translator.translator, prompt, item.task, selection, n=candidates,
+                                     seed=item.split_seed)
+        chosen = verdict.best if verdict.verified else verdict.empty
+        return {"text": chosen.text, "selected": chosen.origin, "verified": verdict.verified,
+                "selection_agreement": chosen.agreement, "selection_kl": chosen.mean_kl,
+                "selection_inputs": verdict.n_inputs, "seconds": round(verdict.seconds, 1),
+                "ranked": [{"text": c.text, "origin": c.origin, "agreement": c.agreement, "mean_kl": c.mean_kl}
+                           for c in [*verdict.ranked, verdict.empty]],
+                **seen_in_training(item.name, "translator_selected", translator.saw(item.name))}
 
     def _optimized(self, item: EvalTask, method: str, settings: dict, runs_dir: Path) -> dict:
         """A PEZ or RLPrompt prompt optimized on the source model (resumable, one run folder per task)."""

@@ -82,10 +82,15 @@ def unlabelled(examples: Sequence[Example]) -> list[Example]:
 
 @torch.no_grad()
 def faithfulness_many(lm: LanguageModel, prompt: torch.Tensor, texts: Sequence[str], task: Task,
-                      inputs: Sequence[Example], batch_size: int = 16, max_new_tokens: int = 24
-                      ) -> list[dict[str, float]]:
+                      inputs: Sequence[Example], batch_size: int = 16, max_new_tokens: int = 24,
+                      decode_batch: int = 64) -> list[dict[str, float]]:
     """Faithfulness of each text to ``prompt`` on ``inputs`` (their targets are never read): one dict
-    (agreement, mean_kl) per text, in order. Classification needs ``task.labels``."""
+    (agreement, mean_kl) per text, in order. Classification needs ``task.labels``.
+
+    Generation: greedy outputs are decoded ``decode_batch`` rows at a time (a decoding step costs about the
+    same for 16 rows as for 64), each text's for at most as many tokens as its input's soft-prompt answer has
+    bytes, + 3: a longer output cannot agree with that answer, so decoding on would only cost time. (Bytes, not
+    the answer re-encoded: '::::' may come out as four tokens and re-encode as one.)"""
     inputs = list(inputs)
     if task.labels is not None:
         p = label_distributions(lm, task, inputs, prompt=prompt, batch_size=batch_size)
@@ -93,31 +98,44 @@ def faithfulness_many(lm: LanguageModel, prompt: torch.Tensor, texts: Sequence[s
                                                                    batch_size=batch_size)) for t in texts]
     contexts = [task.format_input(ex.input) for ex in inputs]
     soft: list[str] = []
-    for i in range(0, len(contexts), batch_size):
-        soft += lm.generate(prompt, contexts[i:i + batch_size], max_new_tokens, GENERATION_STOP)
+    for i in range(0, len(contexts), decode_batch):
+        soft += lm.generate(prompt, contexts[i:i + decode_batch], max_new_tokens, GENERATION_STOP)
     forced = [s + "\n" for s in soft]  # the soft prompt's own answers (and where it stops), to teacher-force on
-    framed = [[teacher_context(t, c) if t else c for c in contexts] for t in texts]
-    flat = [c for rows in framed for c in rows]
+    budgets = [min(max_new_tokens, len(s.encode("utf-8")) + 3) for s in soft]  # a token is >= 1 byte
+    pairs = [(j, i) for j in range(len(texts)) for i in range(len(contexts))]
+    framed = [teacher_context(texts[j], contexts[i]) if texts[j] else contexts[i] for j, i in pairs]
     outs: list[str] = []
-    for i in range(0, len(flat), batch_size):
-        outs += lm.generate(None, flat[i:i + batch_size], max_new_tokens, GENERATION_STOP)
+    n = len(contexts)
+    for j in range(len(texts)):  # one text's rows batched like the soft prompt's: the same padding, the same floats
+        for i in range(0, n, decode_batch):
+            end = min(n, i + decode_batch)
+            outs += lm.generate(None, framed[j * n + i:j * n + end], budgets[i:end], GENERATION_STOP)
+    student = _token_logprobs(lm, prompt, contexts, forced, batch_size)  # once, shared by every text
     kl_sums = [0.0] * len(texts)
-    n_tokens = 0
-    for i in range(0, len(contexts), batch_size):
-        rows = slice(i, i + batch_size)
-        student, _, _ = lm.target_logits(prompt, contexts[rows], forced[rows])  # once per chunk, shared
-        s_logp = F.log_softmax(student.float(), dim=-1)
-        n_tokens += s_logp.shape[0]
-        for j, rows_j in enumerate(framed):
-            teacher, _, _ = lm.target_logits(None, rows_j[rows], forced[rows])
-            t_logp = F.log_softmax(teacher.float(), dim=-1)
-            kl_sums[j] += float(F.kl_div(s_logp, t_logp, log_target=True, reduction="sum"))  # KL(text || soft)
+    for k in range(0, len(pairs), batch_size):
+        chunk = pairs[k:k + batch_size]
+        teacher = _token_logprobs(lm, None, framed[k:k + batch_size], [forced[i] for _, i in chunk], batch_size)
+        for (j, i), t_logp in zip(chunk, teacher):
+            kl_sums[j] += float(F.kl_div(student[i], t_logp, log_target=True, reduction="sum"))  # KL(text || soft)
+    n_tokens = sum(s.shape[0] for s in student)
     results = []
     for j in range(len(texts)):
         mine = outs[j * len(contexts):(j + 1) * len(contexts)]
         agree = sum(normalize_answer(a) == normalize_answer(b) for a, b in zip(mine, soft)) / len(contexts)
         results.append({"agreement": agree, "mean_kl": kl_sums[j] / max(1, n_tokens)})
     return results
+
+
+def _token_logprobs(lm: LanguageModel, prompt: torch.Tensor | None, contexts: list[str], targets: list[str],
+                    batch_size: int) -> list[torch.Tensor]:
+    """Per context, the (n_target_tokens, V) next-token log-probabilities at its target's positions."""
+    out: list[torch.Tensor] = []
+    for i in range(0, len(contexts), batch_size):
+        logits, _, rows = lm.target_logits(prompt, contexts[i:i + batch_size], targets[i:i + batch_size])
+        logp = F.log_softmax(logits.float(), dim=-1)
+        counts = torch.bincount(rows, minlength=len(contexts[i:i + batch_size])).tolist()
+        out += list(torch.split(logp, counts))
+    return out
 
 
 def verify(lm: LanguageModel, prompt: torch.Tensor, candidates: Sequence[tuple[str, str]], task: Task,
@@ -144,3 +162,13 @@ def verify(lm: LanguageModel, prompt: torch.Tensor, candidates: Sequence[tuple[s
         logger.warning("warning: no candidate text is more faithful to the soft prompt than no text at all "
                        "(verified: false)")
     return Verdict(best, ranked, empty, verified, len(inputs), time.time() - t0)
+
+
+def select_translation(lm: LanguageModel, translator, prompt: torch.Tensor, task: Task, inputs: Sequence[Example],
+                       n: int = 8, seed: int = 0, cues: tuple[str, ...] = ("instruction", "labels"),
+                       extra: Sequence[tuple[str, str]] = (), labelled: Sequence[Example] = (),
+                       max_new_tokens: int = 64) -> Verdict:
+    """``n`` translator candidates (:meth:`~soft2hard.interpret.translator.Translator.candidates`) and the
+    ``extra`` (text, origin) pairs (e.g. the InSPEcT text), verified on ``inputs`` (their targets unread)."""
+    candidates = translator.candidates(prompt, n=n, seed=seed, cues=cues, max_new_tokens=max_new_tokens)
+    return verify(lm, prompt, [*candidates, *extra], task, inputs, labelled=labelled)
