@@ -20,6 +20,28 @@ def test_label_distributions_are_distributions(tiny_llama):
     assert not torch.allclose(p, q)
 
 
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_gemma"])  # Gemma: sliding-window attention
+def test_shared_context_label_scores_equal_one_pass_per_label(model, request):
+    """Labels of 1, 2 and 3 tokens continued from the context's cache score as full passes do."""
+    lm = request.getfixturevalue(model)
+    labels = ("fruit", "an animal", "a small green plant")
+    assert sorted({len(lm.encode(" " + lab, special=False)) for lab in labels}) != [1]
+    task = Task("t/three", "test", "Which kind?", tuple(Example(w, labels[i % 3]) for i, w in
+                enumerate(["apple", "dog", "fern", "a long input with several words", "cat"])), labels=labels)
+    targets = [task.format_target(lab) for lab in labels]
+    contexts = [task.format_input(ex.input) for ex in task.examples]
+    for prompt in (None, torch.randn(3, lm.d_model)):
+        shared = fa.label_logprobs(lm, prompt, contexts, targets)
+        full = torch.stack([lm.target_logprobs(prompt, contexts, [t] * len(contexts))[0].float().cpu()
+                            for t in targets], dim=1)
+        assert shared.shape == (5, 3) and torch.allclose(shared, full, atol=1e-4), (shared - full).abs().max()
+        for text in (None, "Say which kind."):
+            a = fa.label_distributions(lm, task, task.examples, prompt=prompt, text=text, batch_size=2,
+                                       shared_context=True)
+            b = fa.label_distributions(lm, task, task.examples, prompt=prompt, text=text, batch_size=4)
+            assert torch.allclose(a, b, atol=1e-5)
+
+
 def test_faithfulness_matches_a_hand_computation(tiny_llama, monkeypatch):
     soft = torch.tensor([[0.9, 0.1], [0.2, 0.8]])
     text_dist = torch.tensor([[0.6, 0.4], [0.7, 0.3]])

@@ -174,6 +174,22 @@ def test_seen_in_training_and_provenance_are_shown(tmp_path):
     assert "<b>written by:</b> soft2hard 0.1.0, torch " + html.escape(SCRIPT) in text  # None left out, escaped
 
 
+def test_selection_and_induction_provenance_are_on_their_cards(tmp_path):
+    folder = make_folder(tmp_path / "eval")
+    texts = json.loads((folder / "texts.json").read_text())
+    texts["gen/plural"]["texts"]["translator_selected"] = {
+        "text": "Write the plural.", "selected": "translator:beam:1", "verified": True, "selection_agreement": 0.75,
+        "selection_inputs": 16, "perplexity": 12.0, "faithfulness": 0.5}
+    texts["gen/plural"]["texts"]["induced"] = {"text": "Add s.", "inducer": "api:gemma-3-270m", "n_demos": 5}
+    texts[EVIL_TASK]["texts"]["translator_selected"] = {"text": "", "selected": "empty", "verified": False,
+                                                        "selection_agreement": 0.25, "selection_inputs": 8}
+    (folder / "texts.json").write_text(json.dumps(texts))
+    text = write_report(folder).read_text(encoding="utf-8")
+    assert "selected translator:beam:1 (verified; agreement 0.750 on 16 validation inputs)" in text
+    assert "selected empty (NOT verified: no text sent; agreement 0.250 on 8 validation inputs)" in text
+    assert "induced by api:gemma-3-270m from 5 demos" in text
+
+
 def test_optional_files_absent_and_out(tmp_path):
     folder = make_folder(tmp_path / "eval", optional=False)
     out = tmp_path / "elsewhere" / "r.html"

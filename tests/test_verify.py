@@ -51,6 +51,27 @@ def test_selection_never_reads_the_targets(tiny_llama):
     assert faithfulness_many(tiny_llama, prompt, ["", "Name a colour."], task, garbled) == real
 
 
+@pytest.mark.slow
+def test_generation_agreement_is_greedy_output_agreement(smollm2):
+    """Agreement read off one teacher-forced pass = the texts' greedy answers decoded and compared with the soft
+    prompt's (on a real model, where answers are words and lines end)."""
+    from soft2hard.distill import teacher_context
+    from soft2hard.scoring import GENERATION_STOP, normalize_answer
+
+    task = Task("t/plural", "test", "Write the plural.", tuple(Example(w, w + "s") for w in WORDS))
+    prompt = _prompt_of(smollm2, "Write the plural of the word.")
+    texts = ["", "Write the plural of the word.", "Write the word in capital letters.", "Translate into French."]
+    got = faithfulness_many(smollm2, prompt, texts, task, task.examples[:8])
+    contexts = [task.format_input(ex.input) for ex in task.examples[:8]]
+    soft = smollm2.generate(prompt, contexts, 24, GENERATION_STOP)
+    for text, g in zip(texts, got):
+        outs = smollm2.generate(None, [teacher_context(text, c) if text else c for c in contexts], 24,
+                                GENERATION_STOP)
+        same = sum(normalize_answer(a) == normalize_answer(b) for a, b in zip(outs, soft)) / len(contexts)
+        assert g["agreement"] == same, (text, outs, soft)
+    assert got[1]["agreement"] == 1.0 and len({g["agreement"] for g in got}) > 1
+
+
 def test_unverified_when_no_text_beats_the_empty_one(tiny_llama, monkeypatch, caplog):
     task = _cls()
     fake = {"": (0.75, 0.10), "worse": (0.5, 0.05), "tied but further": (0.75, 0.2)}

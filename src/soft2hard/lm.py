@@ -242,7 +242,8 @@ class LanguageModel:
 
     @staticmethod
     def repeat_cache(cache, batch: int):
-        """A copy of a batch-1 KV cache with every row repeated ``batch`` times (the original is untouched)."""
+        """A copy of a KV cache with every row repeated ``batch`` times in place (row b becomes rows
+        b*batch .. b*batch + batch-1); the original is untouched."""
         new = copy.deepcopy(cache)
         new.batch_repeat_interleave(batch)
         return new

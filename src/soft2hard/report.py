@@ -283,6 +283,12 @@ def _per_task(rows: list[dict]) -> str:
 
 def _card(title: str, text: Any, entry: dict, cls: str = "card") -> str:
     stats = [f"{k} {_fmt(entry[k])}" for k in ("perplexity", "faithfulness") if not math.isnan(_num(entry.get(k)))]
+    if entry.get("selected"):  # translator_selected: which candidate won, and whether it beat no text
+        verdict = "verified" if entry.get("verified") else "NOT verified: no text sent"
+        stats.append(f"selected {entry['selected']} ({verdict}; agreement {_fmt(entry.get('selection_agreement'))} "
+                     f"on {entry.get('selection_inputs')} validation inputs)")
+    if entry.get("inducer"):
+        stats.append(f"induced by {entry['inducer']} from {entry.get('n_demos')} demos")
     extra = f'<div class="stats">{_e(", ".join(stats))}</div>' if stats else ""
     seen = f' <span class="seen">{SEEN}</span>' if entry.get("seen_in_training") else ""
     return f'<div class="{cls}"><h4>{_e(title)}{seen}</h4><div class="text">{_e(text)}</div>{extra}</div>'

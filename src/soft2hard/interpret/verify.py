@@ -8,8 +8,10 @@ instruction must beat), ranks them, and says whether the best one beats no text 
 Faithfulness on unlabelled inputs (METHODS.md section 8):
 - classification: the model's distribution over the label set with the soft prompt vs with the text before the
   input: agreement of the argmax labels, mean KL(soft || text);
-- generation: agreement of the greedy outputs, and the mean per-token KL(text || soft) teacher-forced on the soft
-  prompt's own greedy outputs and their newline (no labels needed).
+- generation: one teacher-forced pass per (text, input) over the soft prompt's own greedy answer and its newline
+  (no labels needed) gives both numbers: agreement = the text makes the model choose the soft prompt's greedy
+  token at every position of that answer and at its end (so its greedy output is the same answer), and the mean
+  per-token KL(text || soft).
 Ranked by agreement, then by lower KL. The soft prompt's side is computed once; all texts share the passes.
 """
 
@@ -26,7 +28,7 @@ import torch.nn.functional as F
 from soft2hard.distill import teacher_context
 from soft2hard.faithfulness import compare_label_distributions, label_distributions
 from soft2hard.lm import LanguageModel
-from soft2hard.scoring import GENERATION_STOP, normalize_answer, score
+from soft2hard.scoring import GENERATION_STOP, score
 from soft2hard.tasks.base import Example, Task
 
 logger = logging.getLogger(__name__)
@@ -85,45 +87,43 @@ def faithfulness_many(lm: LanguageModel, prompt: torch.Tensor, texts: Sequence[s
                       inputs: Sequence[Example], batch_size: int = 16, max_new_tokens: int = 24,
                       decode_batch: int = 64) -> list[dict[str, float]]:
     """Faithfulness of each text to ``prompt`` on ``inputs`` (their targets are never read): one dict
-    (agreement, mean_kl) per text, in order. Classification needs ``task.labels``.
-
-    Generation: greedy outputs are decoded ``decode_batch`` rows at a time (a decoding step costs about the
-    same for 16 rows as for 64), each text's for at most as many tokens as its input's soft-prompt answer has
-    bytes, + 3: a longer output cannot agree with that answer, so decoding on would only cost time. (Bytes, not
-    the answer re-encoded: '::::' may come out as four tokens and re-encode as one.)"""
+    (agreement, mean_kl) per text, in order. Classification needs ``task.labels``; its label scores continue
+    each context from its cache (``shared_context``). Generation decodes only the soft prompt's answers
+    (``decode_batch`` rows at a time); the texts need no decoding at all."""
     inputs = list(inputs)
     if task.labels is not None:
-        p = label_distributions(lm, task, inputs, prompt=prompt, batch_size=batch_size)
+        p = label_distributions(lm, task, inputs, prompt=prompt, batch_size=batch_size, shared_context=True)
         return [compare_label_distributions(p, label_distributions(lm, task, inputs, text=t or None,
-                                                                   batch_size=batch_size)) for t in texts]
+                                                                   batch_size=batch_size, shared_context=True))
+                for t in texts]
     contexts = [task.format_input(ex.input) for ex in inputs]
     soft: list[str] = []
     for i in range(0, len(contexts), decode_batch):
         soft += lm.generate(prompt, contexts[i:i + decode_batch], max_new_tokens, GENERATION_STOP)
-    forced = [s + "\n" for s in soft]  # the soft prompt's own answers (and where it stops), to teacher-force on
-    budgets = [min(max_new_tokens, len(s.encode("utf-8")) + 3) for s in soft]  # a token is >= 1 byte
+    forced = [s + "\n" for s in soft]  # the soft prompt's own answers and where it stops
+    student = _token_logprobs(lm, prompt, contexts, forced, batch_size)  # once, shared by every text
+    s_choice = [_choices(lm, logp) for logp in student]
     pairs = [(j, i) for j in range(len(texts)) for i in range(len(contexts))]
     framed = [teacher_context(texts[j], contexts[i]) if texts[j] else contexts[i] for j, i in pairs]
-    outs: list[str] = []
-    n = len(contexts)
-    for j in range(len(texts)):  # one text's rows batched like the soft prompt's: the same padding, the same floats
-        for i in range(0, n, decode_batch):
-            end = min(n, i + decode_batch)
-            outs += lm.generate(None, framed[j * n + i:j * n + end], budgets[i:end], GENERATION_STOP)
-    student = _token_logprobs(lm, prompt, contexts, forced, batch_size)  # once, shared by every text
-    kl_sums = [0.0] * len(texts)
+    kl_sums, agree = [0.0] * len(texts), [0] * len(texts)
     for k in range(0, len(pairs), batch_size):
         chunk = pairs[k:k + batch_size]
         teacher = _token_logprobs(lm, None, framed[k:k + batch_size], [forced[i] for _, i in chunk], batch_size)
         for (j, i), t_logp in zip(chunk, teacher):
             kl_sums[j] += float(F.kl_div(student[i], t_logp, log_target=True, reduction="sum"))  # KL(text || soft)
+            agree[j] += _choices(lm, t_logp) == s_choice[i]
     n_tokens = sum(s.shape[0] for s in student)
-    results = []
-    for j in range(len(texts)):
-        mine = outs[j * len(contexts):(j + 1) * len(contexts)]
-        agree = sum(normalize_answer(a) == normalize_answer(b) for a, b in zip(mine, soft)) / len(contexts)
-        results.append({"agreement": agree, "mean_kl": kl_sums[j] / max(1, n_tokens)})
-    return results
+    return [{"agreement": agree[j] / len(contexts), "mean_kl": kl_sums[j] / max(1, n_tokens)}
+            for j in range(len(texts))]
+
+
+def _choices(lm: LanguageModel, logp: torch.Tensor) -> list[int | str]:
+    """The greedy token at each position, with every stopping token (EOS, or one holding a line break: the
+    answer ends there either way) as the same "stop"."""
+    out: list[int | str] = []
+    for tok in logp.argmax(-1).tolist():
+        out.append("stop" if tok == lm.tokenizer.eos_token_id or "\n" in lm.decode([tok]) else tok)
+    return out
 
 
 def _token_logprobs(lm: LanguageModel, prompt: torch.Tensor | None, contexts: list[str], targets: list[str],
