@@ -141,3 +141,10 @@ def test_translate_cli_with_candidates(tiny_translator, tiny_dod, tiny_llama_dir
     assert main(["translate", str(tmp_path / "bare"), *common, "--candidates", "3"]) == 2
     err = capsys.readouterr().err
     assert "--inputs" in err and err.count("\n") == 1
+
+
+def test_no_inputs_is_a_one_line_error(tiny_llama):
+    from soft2hard.errors import Soft2HardError
+
+    with pytest.raises(Soft2HardError, match="no inputs to verify"):
+        verify(tiny_llama, torch.zeros(2, tiny_llama.d_model), [("Say hi.", "a")], _cls(), [])

@@ -119,7 +119,8 @@ def _print_verdict(args, lm, interpreter, prompt, task) -> None:
     tensor = prompt.tensor.to(lm.device)
     extra = [] if args.no_inspect else [
         (get_interpreter("inspect", lm, interpreter.settings).describe(tensor)[0].text, "inspect")]
-    verdict = select_translation(lm, interpreter.translator, tensor, task, splits.validation[:args.n_inputs],
+    inputs = (splits.validation or splits.train)[:args.n_inputs]  # never test inputs; labels are not read
+    verdict = select_translation(lm, interpreter.translator, tensor, task, inputs,
                                  n=args.candidates, seed=args.seed, cues=cues, extra=extra,
                                  labelled=splits.train[:args.labelled], max_new_tokens=args.max_new_tokens)
     if args.json:

@@ -163,7 +163,8 @@ class SourceSide:
 
         translator = self.interpreter("translator")
         prompt = item.prompt.to(self.lm.device)
-        selection = item.task.splits(seed=item.split_seed).validation[:inputs]
+        splits = item.task.splits(seed=item.split_seed)
+        selection = (splits.validation or splits.train)[:inputs]  # never test inputs; labels are not read
         verdict = select_translation(self.lm, translator.translator, prompt, item.task, selection, n=candidates,
                                      seed=item.split_seed)
         chosen = verdict.best if verdict.verified else verdict.empty

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from soft2hard.distill import teacher_context
+from soft2hard.errors import Soft2HardError
 from soft2hard.faithfulness import compare_label_distributions, label_distributions
 from soft2hard.lm import LanguageModel
 from soft2hard.scoring import GENERATION_STOP, score
@@ -144,6 +145,8 @@ def verify(lm: LanguageModel, prompt: torch.Tensor, candidates: Sequence[tuple[s
 
     Duplicate texts are scored once (the first origin names them). ``labelled``: examples whose accuracy is
     reported next to faithfulness (never used for ranking)."""
+    if not inputs:
+        raise Soft2HardError(f"{task.name}: no inputs to verify the candidates on; give a task or file with some")
     t0 = time.time()
     seen: dict[str, str] = {}
     for text, origin in candidates:
