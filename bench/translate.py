@@ -58,7 +58,7 @@ def timed(fn) -> float:
 def verified(cache: Path, n_prompts: int, n: int, amp: str) -> None:
     """Seconds per prompt of verified translation against greedy translation, by answer type."""
     from soft2hard.evaluation.items import from_dod
-    from soft2hard.interpret.verify import select_translation
+    from soft2hard.interpret.verify import select_translation, selection_inputs
 
     lm = load_model("smollm2-135m", device="cpu", cache_dir=cache, amp=amp)
     translator = load_translator(load_model("smollm2-135m", device="cpu", cache_dir=cache, amp=amp),
@@ -71,7 +71,7 @@ def verified(cache: Path, n_prompts: int, n: int, amp: str) -> None:
     rows = []
     for item in chosen:
         greedy = timed(lambda x=item.prompt: translator.translate([x]))
-        inputs = item.task.splits(seed=item.split_seed).validation[:16]
+        inputs = selection_inputs(item.task, item.split_seed, 16)
         t0 = time.perf_counter()
         extra = [(describe_label_free(lm, item.prompt, profile, k=1)[0].text, "inspect")]
         verdict = select_translation(lm, translator, item.prompt, item.task, inputs, n=n, seed=0, extra=extra)

@@ -66,7 +66,7 @@ def label_logprobs(lm: LanguageModel, prompt: torch.Tensor | None, contexts: lis
     ids = [lm.encode(t, special=False) for t in targets]
     if any(not i for i in ids):
         raise ValueError("every target must tokenize to at least one token")
-    scores = first[:, [i[0] for i in ids]].clone()  # (B, L)
+    scores = first[:, [i[0] for i in ids]]  # (B, L), a copy (list indexing)
     B = len(contexts)
     for length in sorted({len(i) for i in ids if len(i) > 1}):
         group = [j for j, i in enumerate(ids) if len(i) == length]

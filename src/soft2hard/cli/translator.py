@@ -111,18 +111,17 @@ def _inputs_task(args, prompt):
 
 def _print_verdict(args, lm, interpreter, prompt, task) -> None:
     from soft2hard.interpret.registry import get_interpreter
-    from soft2hard.interpret.verify import select_translation
+    from soft2hard.interpret.verify import select_translation, selection_inputs
 
     seed = int(prompt.metadata.get("seed", 0)) if not args.inputs else 0  # the prompt's own split
-    splits = task.splits(seed=seed)
     cues = (args.cue,) if args.cue_given else ("instruction", "labels")
     tensor = prompt.tensor.to(lm.device)
     extra = [] if args.no_inspect else [
         (get_interpreter("inspect", lm, interpreter.settings).describe(tensor)[0].text, "inspect")]
-    inputs = (splits.validation or splits.train)[:args.n_inputs]  # never test inputs; labels are not read
-    verdict = select_translation(lm, interpreter.translator, tensor, task, inputs,
-                                 n=args.candidates, seed=args.seed, cues=cues, extra=extra,
-                                 labelled=splits.train[:args.labelled], max_new_tokens=args.max_new_tokens)
+    inputs = selection_inputs(task, seed, args.n_inputs)
+    verdict = select_translation(lm, interpreter.translator, tensor, task, inputs, n=args.candidates,
+                                 seed=args.seed, cues=cues, extra=extra, max_new_tokens=args.max_new_tokens,
+                                 labelled=task.splits(seed=seed).train[:args.labelled])
     if args.json:
         print(json.dumps({**verdict.to_dict(), "method": "translator", "task": task.name,
                           "prompt": str(args.prompt), "model": lm.name}, indent=2))

@@ -159,12 +159,11 @@ class SourceSide:
     def _selected(self, item: EvalTask, candidates: int, inputs: int) -> dict:
         """The translator candidate most faithful to the soft prompt on unlabelled validation inputs (the empty
         text when none beats it), with the ranking behind the choice."""
-        from soft2hard.interpret.verify import select_translation
+        from soft2hard.interpret.verify import select_translation, selection_inputs
 
         translator = self.interpreter("translator")
         prompt = item.prompt.to(self.lm.device)
-        splits = item.task.splits(seed=item.split_seed)
-        selection = (splits.validation or splits.train)[:inputs]  # never test inputs; labels are not read
+        selection = selection_inputs(item.task, item.split_seed, inputs)
         verdict = select_translation(self.lm, translator.translator, prompt, item.task, selection, n=candidates,
                                      seed=item.split_seed)
         chosen = verdict.best if verdict.verified else verdict.empty

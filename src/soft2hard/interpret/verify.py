@@ -83,6 +83,13 @@ def unlabelled(examples: Sequence[Example]) -> list[Example]:
     return [Example(input=ex.input, target="") for ex in examples]
 
 
+def selection_inputs(task: Task, seed: int, n: int) -> tuple[Example, ...]:
+    """The inputs candidates are verified on: the first ``n`` validation examples of the split with ``seed``
+    (training examples when the task has no validation split), never test examples; only their inputs are read."""
+    splits = task.splits(seed=seed)
+    return (splits.validation or splits.train)[:n]
+
+
 @torch.no_grad()
 def faithfulness_many(lm: LanguageModel, prompt: torch.Tensor, texts: Sequence[str], task: Task,
                       inputs: Sequence[Example], batch_size: int = 16, max_new_tokens: int = 24,
