@@ -186,7 +186,8 @@ TINY_TRANSLATOR = dict(epochs=2, batch_size=2, save_every=2, lora_r=2, lora_alph
 def tiny_translator(tmp_path_factory, tiny_dod, tiny_llama_dir) -> Path:
     """A translator trained for a few steps on the tiny DoD."""
     from soft2hard.dod.manifest import Manifest
-    from soft2hard.interpret.translator import TranslatorConfig, train_translator, training_examples
+    from soft2hard.interpret.translator import TranslatorConfig
+    from soft2hard.interpret.translator_training import train_translator, training_examples
     from soft2hard.models import load_model
 
     out = tmp_path_factory.mktemp("translator")

@@ -25,12 +25,8 @@ from soft2hard.evaluation.items import from_dod
 from soft2hard.interpret.inspection import InspectConfig, inspect_grid
 from soft2hard.interpret.projection import project
 from soft2hard.interpret.selection import Profile, calibrate, reference_text
-from soft2hard.interpret.translator import (
-    TranslatorConfig,
-    load_translator,
-    train_translator,
-    training_examples,
-)
+from soft2hard.interpret.translator import TranslatorConfig, load_translator
+from soft2hard.interpret.translator_training import train_translator, training_examples
 from soft2hard.models import load_model
 from soft2hard.targets import LocalTarget
 from soft2hard.tasks import get_task

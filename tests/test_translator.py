@@ -8,23 +8,17 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from soft2hard.dod.manifest import Manifest
 from soft2hard.errors import Soft2HardError
 from soft2hard.interpret.comparison import compare_interpreters, summarize
 from soft2hard.interpret.selection import Profile
-from soft2hard.interpret.translator import (
-    TranslationExample,
-    TranslatorConfig,
-    batch_indices,
-    batch_loss,
-    load_translator,
-    train_translator,
-    training_examples,
-)
+from soft2hard.interpret.translator import TranslationExample, TranslatorConfig, batch_loss, load_translator
+from soft2hard.interpret.translator_training import batch_indices, train_translator, training_examples
 from soft2hard.models import load_model
 from soft2hard.prompts import SoftPrompt
+from soft2hard.tasks import get_task
 from tests.conftest import TINY_TRANSLATOR as CFG
 
 
@@ -136,7 +130,15 @@ def test_translate_cli_json_and_errors(tmp_path, trained, tiny_dod, tiny_llama_d
     proc = _cli("translate", prompt_dir, "--model", tiny_llama_dir, "--translator", trained, "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert isinstance(out["text"], str) and out["cue"] == "instruction"
+    kind = get_task(SoftPrompt.load(prompt_dir).metadata["task"]).answer_type
+    assert isinstance(out["text"], str) and out["cue"] == ("labels" if kind == "classification" else "instruction")
+    assert list(out["texts"]) == [out["cue"]]
+    # a prompt whose kind is unknown (a bare tensor file) gets both texts
+    bare = tmp_path / "bare.safetensors"
+    save_file({"prompt": SoftPrompt.load(prompt_dir).tensor}, str(bare))
+    proc = _cli("translate", bare, "--model", tiny_llama_dir, "--translator", trained)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split(":")[0] for line in proc.stdout.splitlines()] == ["instruction", "labels"]
     other = SoftPrompt(torch.zeros(4, 64), model="gemma3-270m")
     other.save(tmp_path / "other")
     proc = _cli("translate", tmp_path / "other", "--model", tiny_llama_dir, "--translator", trained)
@@ -214,3 +216,14 @@ def test_eval_cli_runs_only_the_chosen_methods(tmp_path, trained, tiny_dod, tiny
     assert rows and {r["method"] for r in rows} == {"projection", "translator"}
     proc = _cli("translator", "eval", "--dod", tiny_dod, "--out", tmp_path / "f", "--methods", "projection,oracle")
     assert proc.returncode == 2 and "unknown oracle" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_default_cues_follow_the_prompts_kind():
+    from soft2hard.cli.translator import default_cues
+
+    assert default_cues({"answer_type": "classification"}) == ["labels"]
+    assert default_cues({"answer_type": "generation"}) == ["instruction"]
+    assert default_cues({}) == ["instruction", "labels"]
+    assert default_cues({"task": "cat/fruit-animal"}) == ["labels"]  # older prompts: the task says
+    assert default_cues({"task": "gen/plural"}) == ["instruction"]
+    assert default_cues({"task": "no/such-task"}) == ["instruction", "labels"]

@@ -170,6 +170,14 @@ def embedding_cosine(predictions: list[str], references: list[str]) -> list[floa
     return (emb[:n] * emb[n:]).sum(-1).tolist()
 
 
+def similarity_matrix(texts: list[str], references: list[str]) -> list[list[float]]:
+    """MiniLM cosine of every text (rows) to every reference (columns)."""
+    if not texts or not references:
+        return [[] for _ in texts]
+    emb = get_encoder().encode(list(texts) + list(references))
+    return (emb[: len(texts)] @ emb[len(texts):].T).tolist()
+
+
 # ---------------------------------------------------------------- label mentions
 def _norm(label: str) -> str:
     return " ".join(label.casefold().split())

@@ -83,3 +83,19 @@ def bias_scatter(rows: list[dict], path: Path, title: str = "biased predictions 
         ax.legend(fontsize=7, title="cue", title_fontsize=7)
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
+
+
+def learning_curve(points: dict[str, list[tuple[int, float]]], path: Path, ylabel: str = "score",
+                   title: str = "held-out quality vs training tasks") -> Path:
+    """One line per series (name -> [(training tasks, score)]), x on a log scale."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for name, pts in points.items():
+        pts = sorted(pts)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("training tasks")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

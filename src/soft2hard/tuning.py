@@ -230,7 +230,8 @@ def start_run(lm: LanguageModel, task: Task, cfg: TuningConfig, out: Path, resum
     if existing:
         state = load_checkpoint(existing[-1], prompt, opt)
         logger.info("resumed %s from %s (step %d)", out, existing[-1].name, state["step"])
-    meta = {"task": task.name, "seed": cfg.seed, "n_tokens": cfg.n_tokens, "init": cfg.init}
+    meta = {"task": task.name, "answer_type": task.answer_type, "seed": cfg.seed, "n_tokens": cfg.n_tokens,
+            "init": cfg.init}
     return TuningRun(task, cfg, out, splits.train, splits.validation[: cfg.max_eval_examples],
                      splits.test[: cfg.max_test_examples], prompt, opt, state, meta)
 

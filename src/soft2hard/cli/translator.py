@@ -14,9 +14,21 @@ def add_parsers(sub) -> None:
     tr = sub.add_parser("translator", help="train and evaluate the learned soft-to-hard translator")
     tsub = tr.add_subparsers(dest="translator_command", metavar="ACTION", parser_class=Parser)
     t = tsub.add_parser("train", help="fine-tune the source model with LoRA to turn soft prompts into text")
-    t.add_argument("--dod", type=Path, required=True, help="DoD build folder, bank or manifest.json")
+    t.add_argument("--dod", type=Path, nargs="+", required=True,
+                   help="DoD build folder, bank or manifest.json; several are trained on together (training tasks "
+                        "of one that would leak into a held-out task of another are left out)")
     t.add_argument("--out", type=Path, required=True)
     t.add_argument("--epochs", type=int, default=8)
+    t.add_argument("--references", default="all", choices=["all", "first"],
+                   help="all: a task's paraphrases take turns as the target (default); first: its reference only")
+    t.add_argument("--validation-tasks", type=int, default=0,
+                   help="set aside about this many training tasks (whole groups) to pick the checkpoint by "
+                        "validation loss (default 0: none, the last checkpoint is published)")
+    t.add_argument("--eval-every", type=int, default=0, help="steps between validation passes (default: per epoch)")
+    t.add_argument("--patience", type=int, default=0,
+                   help="stop after this many validation passes without improvement (default 0: never)")
+    t.add_argument("--max-train-tasks", type=int, default=0,
+                   help="train on a seeded subset of this many training tasks (learning curves; default 0: all)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lora-r", type=int, default=8)
@@ -31,7 +43,8 @@ def add_parsers(sub) -> None:
 
     e = tsub.add_parser("eval", help="held-out comparison of the interpreters: projection, InSPEcT (label-free, "
                         "oracle), translator")
-    e.add_argument("--dod", type=Path, required=True)
+    e.add_argument("--dod", type=Path, nargs="+", required=True,
+                   help="DoD folder(s): the held-out tasks of all of them, clean of what the translator trained on")
     e.add_argument("--translator", type=Path, default=None, help="translator folder (default: the shipped one)")
     e.add_argument("--out", type=Path, required=True, help="folder for rows.json, summary.json, results.md")
     e.add_argument("--oracle-layers", default="1-29:4", help="layer grid searched by oracle InSPEcT")
@@ -46,7 +59,8 @@ def add_parsers(sub) -> None:
     add_model_args(tl)
     tl.add_argument("--translator", type=Path, default=None, help="translator folder (default: the shipped one)")
     tl.add_argument("--cue", default=None, choices=["instruction", "labels"],
-                    help="ask for the task instruction or for the label set (default instruction; with "
+                    help="ask for the task instruction or for the label set (default: labels for a classifier's "
+                         "prompt, instruction for a generation prompt, both when its metadata does not say; with "
                          "--candidates, both unless given)")
     tl.add_argument("--max-new-tokens", type=int, default=64)
     tl.add_argument("--candidates", type=int, default=1,
@@ -91,12 +105,36 @@ def cmd_translate(args) -> None:
     if task is not None:
         _print_verdict(args, lm, interpreter, prompt, task)
         return
-    desc = interpreter.describe(prompt.tensor, cue=args.cue)[0]
+    cues = [args.cue] if args.cue_given else default_cues(prompt.metadata)
+    texts = {cue: interpreter.describe(prompt.tensor, cue=cue)[0].text for cue in cues}
     if args.json:
-        print(json.dumps({"text": desc.text, "method": "translator", "cue": args.cue, "prompt": str(args.prompt),
-                          "model": lm.name}, indent=2))
+        print(json.dumps({"text": texts[cues[0]], "method": "translator", "cue": cues[0], "texts": texts,
+                          "prompt": str(args.prompt), "model": lm.name}, indent=2))
         return
-    print(desc.text)
+    if len(cues) == 1:
+        print(texts[cues[0]])
+        return
+    for cue in cues:
+        print(f"{cue}: {texts[cue]}")
+
+
+def default_cues(metadata: dict) -> list[str]:
+    """The cues to ask when none is given: a classifier's prompt (its metadata's answer type) gets ``labels``, a
+    generation prompt ``instruction``, and a prompt of unknown kind both."""
+    kind = metadata.get("answer_type")
+    task = metadata.get("task")
+    if kind is None and isinstance(task, str) and not task.startswith("bigbench/"):  # a prompt saved before the field
+        from soft2hard.tasks import get_task
+
+        try:
+            kind = get_task(task).answer_type  # the generated registries are local and fast
+        except Soft2HardError:
+            kind = None
+    if kind == "classification":
+        return ["labels"]
+    if kind == "generation":
+        return ["instruction"]
+    return ["instruction", "labels"]
 
 
 def _inputs_task(args, prompt):
@@ -137,29 +175,39 @@ def cmd_translator(args) -> None:
     from soft2hard.models import load_model
 
     if args.translator_command == "train":
-        from soft2hard.interpret.translator import TranslatorConfig, train_translator, training_examples
+        from soft2hard.dod.manifest import without_leaking_training
+        from soft2hard.interpret.translator import TranslatorConfig
+        from soft2hard.interpret.translator_training import prepare_examples, train_translator
 
         cfg = TranslatorConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, lora_r=args.lora_r,
                                lora_alpha=2 * args.lora_r, seed=args.seed, save_every=args.save_every,
-                               prompts=args.prompts)
-        manifest = Manifest.load(args.dod)
+                               prompts=args.prompts, references=args.references,
+                               validation_tasks=args.validation_tasks, eval_every=args.eval_every,
+                               patience=args.patience, max_train_tasks=args.max_train_tasks)
+        manifest = Manifest.load_many(args.dod)
         if args.kinds:
             kinds = {k.strip() for k in args.kinds.split(",")}
             manifest.tasks = [t for t in manifest.tasks if t.kind in kinds]
-        examples = training_examples(manifest, cfg)
+        manifest, dropped = without_leaking_training(manifest)
+        if dropped:
+            print(f"left out {len(dropped)} training tasks that would leak into held-out tasks (e.g. "
+                  f"{next(iter(dropped))}: {next(iter(dropped.values()))})")
+        examples, validation = prepare_examples(manifest, cfg)
         lm = load_model(manifest.model, **model_kwargs(args))
         tr = train_translator(lm, examples, cfg, args.out, resume=args.resume, overwrite=args.overwrite,
-                              progress=not args.quiet,
-                              extra_meta={"dod": str(args.dod), "kinds": args.kinds or "all",
-                                          "train_tasks": len({ex.task for ex in examples})})
-        print(f"{args.out}: translator trained on {len(examples)} prompts of "
-              f"{tr.meta['train_tasks']} tasks in {tr.meta['train_seconds']:.0f} s (final loss {tr.meta['final_loss']:.3f})")
+                              progress=not args.quiet, validation=validation,
+                              extra_meta={"dod": [str(p) for p in args.dod], "kinds": args.kinds or "all",
+                                          "train_tasks": len({ex.task for ex in examples}),
+                                          "left_out_leaking": sorted(dropped)})
+        chosen = f", checkpoint of step {tr.meta['best_step']} by validation loss" if validation else ""
+        print(f"{args.out}: translator trained on {len(examples)} examples of {tr.meta['train_tasks']} tasks in "
+              f"{tr.meta['train_seconds']:.0f} s (final loss {tr.meta['final_loss']:.3f}{chosen})")
         return
     if args.translator_command == "eval":
         from soft2hard.interpret.comparison import compare_interpreters, write_results
 
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        manifest = Manifest.load(args.dod)
+        manifest = Manifest.load_many(args.dod)
         rows, summary = compare_interpreters(manifest, args.translator, cache_dir(args), device=args.device,
                                              dtype=args.dtype, amp=args.amp, oracle_layers=args.oracle_layers,
                                              max_tasks=args.max_tasks, profile_path=args.profile, methods=methods)

@@ -13,13 +13,15 @@ and turns any problem into a one-line :class:`Soft2HardError` naming the file an
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from soft2hard import atomic
-from soft2hard.dod.plan import DISTILLED_PREFIX, heldout_leaks
+from soft2hard.dod.plan import DISTILLED_PREFIX, heldout_leaks, leaking_train_tasks
 from soft2hard.errors import Soft2HardError
 from soft2hard.prompts import SoftPrompt, _read_safetensors
 
@@ -174,6 +176,33 @@ class Manifest:
         settings = _field(data, "settings", dict, where, optional=True) or {}
         return cls(root=file.parent, model=_field(data, "model", str, where), tasks=tasks, settings=settings)
 
+    @classmethod
+    def load_many(cls, paths: list[str | Path]) -> Manifest:
+        """Several DoDs of one model as one manifest (a bank of general tasks and a scale bank, say): its root is
+        the folders' common parent and every prompt file is rewritten relative to it. Task names must not repeat.
+        Each bank was split on its own, so a training task of one may leak into a held-out task of another:
+        :meth:`clean_heldout` and translator training see the union, and :func:`without_leaking_training` drops
+        such training tasks."""
+        manifests = [cls.load(p) for p in paths]
+        if len(manifests) == 1:
+            return manifests[0]
+        models = sorted({m.model for m in manifests})
+        if len(models) > 1:
+            raise Soft2HardError(f"the DoDs belong to different models ({', '.join(models)}); combine banks of one "
+                                 "source model")
+        root = Path(os.path.commonpath([m.root.resolve() for m in manifests]))
+        tasks, seen = [], {}
+        for m, path in zip(manifests, paths):
+            prefix = m.root.resolve().relative_to(root)
+            for t in m.tasks:
+                if t.name in seen:
+                    raise Soft2HardError(f"task {t.name!r} is in both {seen[t.name]} and {path}: combine banks "
+                                         "with distinct tasks")
+                seen[t.name] = path
+                tasks.append(replace(t, prompts=tuple(replace(e, file=str(prefix / e.file)) for e in t.prompts)))
+        return cls(root=root, model=models[0], tasks=tasks,
+                   settings={"combined": [str(p) for p in paths], "parts": [m.settings for m in manifests]})
+
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "model": self.model, "settings": self.settings,
                 "tasks": [t.to_dict() for t in self.tasks]}
@@ -181,15 +210,20 @@ class Manifest:
     def split(self, split: str, kind: str | None = None) -> list[TaskEntry]:
         return [t for t in self.tasks if t.split == split and (kind is None or t.kind == kind)]
 
-    def heldout_leaks(self) -> dict[str, str]:
+    def heldout_leaks(self, trained_on: Iterable[str] | None = None) -> dict[str, str]:
         """Held-out task name -> why it is not a clean held-out test (see :func:`soft2hard.dod.plan.heldout_leaks`:
-        its labels occur in training targets, or its current split group also holds training tasks)."""
-        return heldout_leaks(self.tasks)
+        its labels occur in training targets, or its current split group also holds training tasks). With
+        ``trained_on`` (a translator's recorded training tasks) only those training tasks count."""
+        tasks = self.tasks
+        if trained_on is not None:
+            names = set(trained_on)
+            tasks = [t for t in tasks if t.split == "heldout" or t.name in names]
+        return heldout_leaks(tasks)
 
-    def clean_heldout(self, kind: str | None = None) -> list[TaskEntry]:
+    def clean_heldout(self, kind: str | None = None, trained_on: Iterable[str] | None = None) -> list[TaskEntry]:
         """The held-out tasks (of ``kind``) that :meth:`heldout_leaks` does not list, in manifest order: what
         held-out evaluation (``translator eval``, ``evaluate --tasks heldout``) runs on."""
-        leaks = self.heldout_leaks()
+        leaks = self.heldout_leaks(trained_on)
         held = self.split("heldout", kind)
         clean = [t for t in held if t.name not in leaks]
         if len(clean) < len(held):
@@ -236,3 +270,13 @@ class Manifest:
         for task in self.tasks if tasks is None else tasks:
             for entry in task.prompts:
                 yield task, entry, self.load_prompt(entry, cache)
+
+
+def without_leaking_training(manifest: Manifest) -> tuple[Manifest, dict[str, str]]:
+    """The manifest without the training tasks that would spoil one of its held-out tests
+    (:func:`soft2hard.dod.plan.leaking_train_tasks`), and those tasks with the reasons."""
+    dropped = leaking_train_tasks(manifest.tasks)
+    if not dropped:
+        return manifest, {}
+    kept = [t for t in manifest.tasks if t.name not in dropped]
+    return Manifest(root=manifest.root, model=manifest.model, tasks=kept, settings=manifest.settings), dropped

@@ -210,9 +210,10 @@ def mentions(text: str, word: str) -> bool:
 
 
 def _target_texts(task) -> tuple[str, ...]:
-    """What translator training shows of a task: its reference (and a distilled prompt's teacher text) and its
-    label words. Works on planned tasks and manifest entries alike."""
-    texts = (task.reference, getattr(task, "teacher_prompt", None), *(task.labels or ()))
+    """What translator training shows of a task: its reference and paraphrases (and a distilled prompt's teacher
+    text) and its label words. Works on planned tasks and manifest entries alike."""
+    texts = (task.reference, *(getattr(task, "references", None) or ()), getattr(task, "teacher_prompt", None),
+             *(task.labels or ()))
     return tuple(t for t in texts if t)
 
 
@@ -256,6 +257,27 @@ def drop_leaking_train_tasks(planned: list[PlannedTask]) -> list[PlannedTask]:
     return [t for t in planned if not (t.split == "train" and t.name in leaking)]
 
 
+def _split_group(t) -> str:
+    """The group a task of a plan or manifest splits by now (a stored group may predate a grouping rule)."""
+    if t.kind == "classification":
+        return t.group
+    return _group_of(getattr(t, "inputs", None) or t.name.removeprefix(DISTILLED_PREFIX))
+
+
+def leaking_train_tasks(tasks) -> dict[str, str]:
+    """Training task name -> why it would spoil a held-out test: its target texts mention a held-out label, or it
+    shares a split group with a held-out task. Training on the others leaves :func:`heldout_leaks` empty; this is
+    what a translator trained on several banks at once drops (each bank's split alone does not see the others')."""
+    tasks = list(tasks)
+    reasons = {name: f"mentions the held-out label {label!r}" for label, names in label_leaks(tasks).items()
+               for name in names}
+    held_groups = {_split_group(t): t.name for t in tasks if t.split == "heldout"}
+    for t in tasks:
+        if t.split == "train" and t.name not in reasons and _split_group(t) in held_groups:
+            reasons[t.name] = f"shares group {_split_group(t)!r} with the held-out {held_groups[_split_group(t)]}"
+    return reasons
+
+
 def heldout_leaks(tasks) -> dict[str, str]:
     """Held-out tasks of a plan or manifest (:class:`PlannedTask` or manifest ``TaskEntry`` objects) that are not
     clean held-out tests of the translator, each with the reason. Empty for a plan made now, except an explicit
@@ -267,17 +289,11 @@ def heldout_leaks(tasks) -> dict[str, str]:
       recomputes the group from the task (a distilled prompt: from the task whose inputs it was tuned on).
     """
     tasks = list(tasks)
-
-    def group(t) -> str:
-        if t.kind == "classification":
-            return t.group
-        return _group_of(getattr(t, "inputs", None) or t.name.removeprefix(DISTILLED_PREFIX))
-
     by_label = label_leaks(tasks)
     train_groups: dict[str, list[str]] = {}
     for t in tasks:
         if t.split == "train":
-            train_groups.setdefault(group(t), []).append(t.name)
+            train_groups.setdefault(_split_group(t), []).append(t.name)
     reasons: dict[str, str] = {}
     for t in tasks:
         if t.split != "heldout":
@@ -287,7 +303,7 @@ def heldout_leaks(tasks) -> dict[str, str]:
         if labels:
             why.append("labels " + "; ".join(f"{x!r} in the training targets of {', '.join(_short(by_label[x]))}"
                                              for x in labels))
-        g = group(t)
+        g = _split_group(t)
         if g in train_groups:
             why.append(f"group {g!r} also holds training tasks {', '.join(_short(train_groups[g]))}")
         if why:

@@ -6,41 +6,28 @@ with next-token cross-entropy to emit the task's reference text and EOS, and dec
 
 Rows carry different soft prompts, so there is no shared prefix cache here: each row is
 ``[prompt_i][cue][reference]`` embedded and right-padded, and the LM head runs only at the reference positions.
-Training follows tuning.py: batches are a function of (seed, step), checkpoints hold the LoRA weights and
-AdamW moments, and a resumed run is identical to an uninterrupted one.
+Training (examples, validation, the loop) is in :mod:`soft2hard.interpret.translator_training`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import random
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from tqdm.auto import tqdm
 
-from soft2hard import atomic, runs
+from soft2hard import atomic
 from soft2hard.errors import Soft2HardError
 from soft2hard.interpret.base import Description
 from soft2hard.lm import LanguageModel
-from soft2hard.provenance import provenance
 from soft2hard.training import (
-    STAGING,
     check_choice,
     check_ints,
     check_numbers,
     is_number,
-    load_optimizer_tensors,
-    optimizer_tensors,
-    publish,
-    set_lr,
-    warmup_cosine,
 )
 
 logger = logging.getLogger(__name__)
@@ -67,16 +54,22 @@ class TranslatorConfig:
     save_every: int = 50
     seed: int = 0
     prompts: str = "all"  # all: every checkpoint of every run | best: each run's best checkpoint
+    references: str = "all"  # all: each epoch a task's next paraphrase is the target | first: its reference only
+    validation_tasks: int = 0  # training tasks (whole groups, per kind) set aside to choose the checkpoint
+    eval_every: int = 0  # steps between validation passes (0: once per epoch)
+    patience: int = 0  # stop after this many validation passes without a better loss (0: never stop early)
+    max_train_tasks: int = 0  # train on a seeded subset of this many tasks (0: all; nested across sizes)
 
     def __post_init__(self) -> None:
         check_ints(self, "lora_r", "lora_alpha", "epochs", "batch_size", "save_every", "max_target_tokens")
-        check_ints(self, "warmup_steps", minimum=0)
+        check_ints(self, "warmup_steps", "validation_tasks", "eval_every", "patience", "max_train_tasks", minimum=0)
         check_ints(self, "seed", minimum=None)
         check_numbers(self, "lr")
         check_numbers(self, "weight_decay", positive=False)
         if not (is_number(self.lora_dropout) and 0 <= self.lora_dropout < 1):
             raise Soft2HardError(f"lora_dropout must be a number in [0, 1), got {self.lora_dropout!r}")
         check_choice(self, "prompts", ("all", "best"))
+        check_choice(self, "references", ("all", "first"))
         self.target_modules = tuple(self.target_modules)
 
 
@@ -86,19 +79,16 @@ class TranslationExample:
     cue: str  # a key of CUES
     reference: str
     task: str
+    paraphrases: tuple[str, ...] = ()  # other texts that state the same task (multi-reference training)
 
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return (self.reference, *(t for t in self.paraphrases if t != self.reference))
 
-def training_examples(manifest, cfg: TranslatorConfig, split: str = "train") -> list[TranslationExample]:
-    """Every (prompt, cue, reference) of the manifest's ``split`` tasks (``cfg.prompts`` picks checkpoints)."""
-    tasks = manifest.split(split)
-    out = []
-    for task, entry, tensor in manifest.iter_prompts(tasks):
-        if cfg.prompts == "best" and not entry.best:
-            continue
-        out.append(TranslationExample(tensor, KIND_CUE[task.kind], task.reference, task.name))
-    if not out:
-        raise Soft2HardError(f"{manifest.root}: no {split} prompts to train a translator on")
-    return out
+    def target(self, epoch: int, index: int) -> str:
+        """The text trained on in ``epoch``: paraphrases take turns, offset by the example's index."""
+        texts = self.texts
+        return texts[(epoch + index) % len(texts)]
 
 
 def _rows(lm: LanguageModel, prompts: list[torch.Tensor], cues: list[str], targets: list[list[int]] | None,
@@ -127,9 +117,12 @@ def target_ids(lm: LanguageModel, reference: str, max_tokens: int) -> list[int]:
     return lm.encode(" " + reference.strip(), special=False)[: max_tokens - 1] + [lm.tokenizer.eos_token_id]
 
 
-def batch_loss(lm: LanguageModel, batch: list[TranslationExample], cfg: TranslatorConfig) -> torch.Tensor:
-    """Mean cross-entropy of the reference tokens (and EOS) given prompt + cue."""
-    targets = [target_ids(lm, ex.reference, cfg.max_target_tokens) for ex in batch]
+def batch_loss(lm: LanguageModel, batch: list[TranslationExample], cfg: TranslatorConfig,
+               texts: list[str] | None = None) -> torch.Tensor:
+    """Mean cross-entropy of the target tokens (and EOS) given prompt + cue; targets are ``texts`` (one per
+    example), by default each example's reference."""
+    texts = texts if texts is not None else [ex.reference for ex in batch]
+    targets = [target_ids(lm, text, cfg.max_target_tokens) for text in texts]
     embeds, mask, starts = _rows(lm, [ex.prompt for ex in batch], [ex.cue for ex in batch], targets, False)
     hidden = lm.forward_embeds(embeds, mask).last_hidden_state
     rows, cols, labels = [], [], []
@@ -154,15 +147,6 @@ def translate_batch(lm: LanguageModel, prompts: list[torch.Tensor], cue: str = "
         out = lm.forward_embeds(embeds, mask, use_cache=True)
         texts += [t.strip() for t in lm.greedy_continue(out, mask, max_new_tokens, ("\n",))]
     return texts
-
-
-def batch_indices(n: int, step: int, cfg: TranslatorConfig) -> list[int]:
-    """Epoch-wise shuffles seeded by (seed, epoch): step -> the examples of that batch."""
-    per_epoch = math.ceil(n / cfg.batch_size)
-    epoch, k = divmod(step, per_epoch)
-    order = list(range(n))
-    random.Random(f"{cfg.seed}:epoch{epoch}").shuffle(order)
-    return order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
 
 
 @dataclass
@@ -286,79 +270,3 @@ def shipped_translator(model: str) -> Path:
         raise Soft2HardError(f"no shipped translator for {model!r}; pass --translator DIR (train one with "
                              "'soft2hard translator train')")
     return path
-
-
-def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg: TranslatorConfig, out: Path,
-                     resume: bool = False, overwrite: bool = False, progress: bool = True,
-                     extra_meta: dict | None = None, stop_after: int | None = None) -> Translator | None:
-    """Fine-tune LoRA adapters on ``examples``; writes ``out`` (adapter + translator.json + checkpoints/).
-
-    ``stop_after`` ends the run after that many steps (as an interruption would; returns None)."""
-    out = Path(out)
-    if not cfg.target_modules:  # record the layers actually adapted, so translator.json describes the adapter
-        cfg = replace(cfg, target_modules=tuple(lm.lora_target_modules()))
-    settings = json.loads(json.dumps({"config": asdict(cfg), "model": lm.name, "n_examples": len(examples)}))
-    existing = runs.prepare(out, settings, "a translator run", "state.json", resume, overwrite,
-                            result_name=TRANSLATOR_META, scratch=(STAGING,))
-
-    peft_model = apply_lora(lm, cfg)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    names = [n for n, p in peft_model.named_parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    total = cfg.epochs * math.ceil(len(examples) / cfg.batch_size)
-    state = {"step": 0, "losses": [], "train_seconds": 0.0}
-    if existing:
-        state = _load_checkpoint(existing[-1], peft_model, opt, names, params)
-        logger.info("resumed translator training from %s", existing[-1].name)
-
-    peft_model.train()
-    bar = tqdm(total=total, initial=state["step"], desc="translator", disable=not progress, dynamic_ncols=True)
-    while state["step"] < total:
-        step, t0 = state["step"], time.time()
-        set_lr(opt, warmup_cosine(step, total, cfg.lr, cfg.warmup_steps))
-        torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout masks depend on the step only: exact resume
-        batch = [examples[i] for i in batch_indices(len(examples), step, cfg)]
-        loss = batch_loss(lm, batch, cfg)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        state["step"] = step + 1
-        state["losses"].append(round(loss.item(), 5))
-        state["train_seconds"] += time.time() - t0
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if state["step"] % cfg.save_every == 0 or state["step"] == total:
-            _save_checkpoint(runs.checkpoint_dir(out, state["step"]), peft_model, opt, names, params, state, lm.name)
-        if stop_after is not None and state["step"] >= stop_after:
-            bar.close()
-            return None
-    bar.close()
-    peft_model.eval()
-    meta = {"config": asdict(cfg), "model": lm.name, "d_model": lm.d_model,
-            "n_tokens_seen": sorted({ex.prompt.shape[0] for ex in examples}), "n_examples": len(examples),
-            "steps": total, "train_seconds": round(state["train_seconds"], 1), "final_loss": state["losses"][-1],
-            "cues": CUES, "training_tasks": sorted({ex.task for ex in examples}), **(extra_meta or {}),
-            "provenance": provenance()}
-    publish(out, lambda folder: _save_adapter(peft_model, folder, lm.name, dtype=torch.float16))
-    atomic.write_json(out / "losses.json", state["losses"])
-    atomic.write_json(out / TRANSLATOR_META, meta)  # last: marks a finished translator
-    return Translator(lm=lm, meta=meta)
-
-
-def _save_checkpoint(path: Path, peft_model, opt, names, params, state, model_name: str) -> None:
-    with atomic.directory(path) as tmp:
-        _save_adapter(peft_model, tmp / "adapter", model_name)
-        moments = optimizer_tensors(opt, dict(zip(names, params)), step_key=STEP_KEY)
-        if moments:
-            atomic.save_tensors(tmp / "optimizer.safetensors", moments)
-        atomic.write_json(tmp / "state.json", state)
-
-
-def _load_checkpoint(path: Path, peft_model, opt, names, params) -> dict:
-    _load_adapter_weights(peft_model, path / "adapter")
-    state = json.loads((path / "state.json").read_text())
-    if (path / "optimizer.safetensors").exists():
-        tensors = load_file(str(path / "optimizer.safetensors"))
-        load_optimizer_tensors(opt, dict(zip(names, params)), tensors, step_key=STEP_KEY)
-    return state

@@ -102,6 +102,11 @@ def categories_of(name: str) -> tuple[str, ...]:
     return (params["cat"],) if "cat" in params else ()
 
 
+def level_of(name: str) -> str:
+    """What one input of a compositional task is: word, number, list or sentence."""
+    return _lookup(name)[0].level
+
+
 def group_of(name: str) -> str:
     """The DoD split group of a compositional task (see the module docstring). A task about word categories is a
     group of its own, like a ``cat/*`` task: what it tests is naming categories, and the DoD holds it out by its
