@@ -53,6 +53,8 @@ def test_demo_on_tiny_models(tiny_llama_dir, tiny_gemma_dir, tiny_translator, ti
                     translator=tiny_translator, profile=tiny_profile)
     printed = capsys.readouterr().out
     assert f"interpreters not the shipped ones: translator {tiny_translator}" in printed
+    assert "warning: the translator interpreter saw gen/plural" in printed  # the tiny DoD trains on it
+    assert "not among the translator's training tasks" not in printed
     _check_outputs(out, rows, printed, str(tiny_llama_dir), str(tiny_gemma_dir), steps=4, n=4)
     # the report's heatmap: every pair of blocks 0..1
     grid = json.loads((out / "eval" / "texts.json").read_text())["gen/plural"]["inspect_grid"]
@@ -94,4 +96,6 @@ def test_demo_cli_on_builtin_models(tmp_path, capsys, cache_dir):
     assert main(["--cache-dir", str(cache_dir), "demo", "--out", str(out), "--steps", "4", "--max-examples", "4",
                  "--device", "cpu", "--quiet"]) == 0
     rows = json.loads((out / "eval" / "results.json").read_text())
-    _check_outputs(out, rows, capsys.readouterr().out, "smollm2-135m", "gemma3-270m", steps=4, n=4)
+    printed = capsys.readouterr().out
+    _check_outputs(out, rows, printed, "smollm2-135m", "gemma3-270m", steps=4, n=4)
+    assert "gen/plural is not among the translator's training tasks" in printed  # no bank holds gen/plural

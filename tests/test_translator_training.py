@@ -206,3 +206,23 @@ def test_results_keep_compositional_and_sentence_level_tasks_apart():
     assert bucket(entry("comp/affix/bang")) == "general:comp"
     assert bucket(entry("comp/category_pair/bird-candy", "classification")) == "classification:comp"
     assert bucket(entry("comp/sentence_topic/bird-dinosaur", "classification")) == "classification:sentence"
+
+
+def test_quality_validation_picks_the_best_decoded_checkpoint(tmp_path, tiny_llama_dir):
+    from soft2hard.interpret.translator_training import best_validation, validation_quality
+
+    lm = load_model(str(tiny_llama_dir), device="cpu")
+    train, val = _random_examples(lm, 6, 0), _random_examples(lm, 2, 1)
+    val.append(TranslationExample(val[0].prompt, "labels", "fruit, tool", "task1"))
+    cfg = TranslatorConfig(epochs=3, batch_size=3, lr=3e-2, lora_r=2, lora_alpha=4, warmup_steps=1,
+                           save_every=1000, eval_every=2, validation_metric="quality")
+    tr = train_translator(lm, train, cfg, tmp_path / "t", progress=False, validation=val)
+    history = tr.meta["validation"]
+    assert all(0.0 <= v["quality"] <= 1.0 and v["loss"] > 0 for v in history)
+    assert tr.meta["best_step"] == best_validation(history, "quality")["step"]
+    assert best_validation([{"step": 2, "loss": 1.0, "quality": 0.2}, {"step": 4, "loss": 2.0, "quality": 0.5},
+                            {"step": 6, "loss": 0.5, "quality": 0.5}], "quality")["step"] == 4
+    assert best_validation([{"step": 2, "loss": 1.0}, {"step": 4, "loss": 0.5}], "loss")["step"] == 4
+    assert 0.0 <= validation_quality(tr.lm, val, max_new_tokens=4) <= 1.0
+    with pytest.raises(Soft2HardError, match="validation_metric"):
+        TranslatorConfig(validation_metric="bleu")

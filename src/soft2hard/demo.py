@@ -68,9 +68,12 @@ def run_demo(model: str = "smollm2-135m", task: str = "gen/plural", out: Path = 
     for condition in ("reference", "projection", "inspect", "translator"):
         if condition in texts:
             print(f"  {condition:<11} {texts[condition]!r}")
-    for condition in seen_conditions(eval_dir):
+    seen = seen_conditions(eval_dir)
+    for condition in seen:
         print(f"  warning: the {condition} interpreter saw {the_task.name} in its calibration/training set "
               "(seen_in_training: true): its score here is not a held-out score")
+    if "translator" in texts and "translator" not in seen:
+        print(f"  {the_task.name} is not among the translator's training tasks: its text is a held-out translation")
     report = write_report(eval_dir)
     print(f"\nsoft prompt (PEFT adapter): {out / 'prompt'}\nresults: {eval_dir}/results.json"
           f"\nHTML report: {report}\n({time.time() - start:.0f} s in all)")

@@ -25,6 +25,9 @@ def add_parsers(sub) -> None:
                    help="set aside about this many training tasks (whole groups) to pick the checkpoint by "
                         "validation loss (default 0: none, the last checkpoint is published)")
     t.add_argument("--eval-every", type=int, default=0, help="steps between validation passes (default: per epoch)")
+    t.add_argument("--validation-metric", default="loss", choices=["loss", "quality"],
+                   help="what picks the checkpoint: loss (mean target loss) or quality (greedy translations of the "
+                        "validation prompts: ROUGE-L for instructions, class rate for label lists)")
     t.add_argument("--patience", type=int, default=0,
                    help="stop after this many validation passes without improvement (default 0: never)")
     t.add_argument("--max-train-tasks", type=int, default=0,
@@ -183,7 +186,8 @@ def cmd_translator(args) -> None:
                                lora_alpha=2 * args.lora_r, seed=args.seed, save_every=args.save_every,
                                prompts=args.prompts, references=args.references,
                                validation_tasks=args.validation_tasks, eval_every=args.eval_every,
-                               patience=args.patience, max_train_tasks=args.max_train_tasks)
+                               patience=args.patience, max_train_tasks=args.max_train_tasks,
+                               validation_metric=args.validation_metric)
         manifest = Manifest.load_many(args.dod)
         if args.kinds:
             kinds = {k.strip() for k in args.kinds.split(",")}

@@ -58,6 +58,7 @@ def compare_interpreters(manifest, translator_dir: Path | None, cache_dir: Path,
     trained_on = interpreters["translator"].translator.training_tasks if "translator" in interpreters else None
     tasks = manifest.clean_heldout(trained_on=trained_on)[:max_tasks]
     candidates = sorted({label for t in manifest.tasks if t.labels for label in t.labels})
+    translated = _translations(interpreters["translator"], manifest, tasks) if "translator" in interpreters else {}
     rows: list[dict] = []
     for task in tqdm(tasks, desc="interpreter comparison", disable=not progress, dynamic_ncols=True):
         prompt = _best_prompt(manifest, task).to(plain.device)
@@ -66,7 +67,8 @@ def compare_interpreters(manifest, translator_dir: Path | None, cache_dir: Path,
         texts: dict[str, str] = {}
         extra: dict[str, dict] = {}
         for m, interp in interpreters.items():
-            d = interp.describe(prompt, cue=KIND_CUE[task.kind], reference=reference, labels=labels)[0]
+            d = translated[task.name] if m == "translator" else \
+                interp.describe(prompt, cue=KIND_CUE[task.kind], reference=reference, labels=labels)[0]
             texts[m] = d.text
             if d.layers:
                 extra[m] = {"layers": list(d.layers)}
@@ -89,6 +91,17 @@ def compare_interpreters(manifest, translator_dir: Path | None, cache_dir: Path,
             rows.append(row)
     add_identification(rows)
     return rows, summarize(rows)
+
+
+def _translations(interpreter, manifest, tasks) -> dict:
+    """Task name -> the translator's Description of its best prompt, decoded in batches (one per cue)."""
+    out = {}
+    for cue in sorted({KIND_CUE[t.kind] for t in tasks}):
+        of_cue = [t for t in tasks if KIND_CUE[t.kind] == cue]
+        prompts = [_best_prompt(manifest, t) for t in of_cue]
+        descs = interpreter.translator.translate(prompts, cue=cue, max_new_tokens=interpreter.settings.max_new_tokens)
+        out.update(zip((t.name for t in of_cue), descs))
+    return out
 
 
 def bucket(task) -> str:

@@ -59,6 +59,7 @@ class TranslatorConfig:
     eval_every: int = 0  # steps between validation passes (0: once per epoch)
     patience: int = 0  # stop after this many validation passes without a better loss (0: never stop early)
     max_train_tasks: int = 0  # train on a seeded subset of this many tasks (0: all; nested across sizes)
+    validation_metric: str = "loss"  # loss: mean target loss (lower) | quality: decoded ROUGE-L / class rate (higher)
 
     def __post_init__(self) -> None:
         check_ints(self, "lora_r", "lora_alpha", "epochs", "batch_size", "save_every", "max_target_tokens")
@@ -70,6 +71,7 @@ class TranslatorConfig:
             raise Soft2HardError(f"lora_dropout must be a number in [0, 1), got {self.lora_dropout!r}")
         check_choice(self, "prompts", ("all", "best"))
         check_choice(self, "references", ("all", "first"))
+        check_choice(self, "validation_metric", ("loss", "quality"))
         self.target_modules = tuple(self.target_modules)
 
 

@@ -41,6 +41,7 @@ from soft2hard.interpret.translator import (
     _save_adapter,
     apply_lora,
     batch_loss,
+    translate_batch,
 )
 from soft2hard.lm import LanguageModel
 from soft2hard.provenance import provenance
@@ -150,6 +151,38 @@ def validation_loss(lm: LanguageModel, examples: list[TranslationExample], cfg: 
     return total / len(pairs)
 
 
+@torch.no_grad()
+def validation_quality(lm: LanguageModel, examples: list[TranslationExample], max_new_tokens: int = 48) -> float:
+    """Mean quality of greedy translations, one per (task, cue) (its first example): class rate of the label list
+    for the ``labels`` cue, best ROUGE-L against the task's texts for the ``instruction`` cue."""
+    from soft2hard.metrics import class_rate, rouge_l
+
+    firsts: dict[tuple[str, str], TranslationExample] = {}
+    for ex in examples:
+        firsts.setdefault((ex.task, ex.cue), ex)
+    scores: list[float] = []
+    for cue in CUES:
+        chosen = [ex for ex in firsts.values() if ex.cue == cue]
+        if not chosen:
+            continue
+        texts = translate_batch(lm, [ex.prompt for ex in chosen], cue, max_new_tokens)
+        for ex, text in zip(chosen, texts):
+            if cue == "labels":
+                scores.append(class_rate(text, [x.strip() for x in ex.reference.split(",")]))
+            else:
+                scores.append(max(rouge_l([text] * len(ex.texts), list(ex.texts))))
+    return sum(scores) / len(scores)
+
+
+def best_validation(history: list[dict], metric: str) -> dict | None:
+    """The validation pass whose checkpoint is published: lowest loss, or highest quality (earliest on ties)."""
+    if not history:
+        return None
+    if metric == "quality":
+        return min(history, key=lambda v: (-v["quality"], v["step"]))
+    return min(history, key=lambda v: (v["loss"], v["step"]))
+
+
 def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg: TranslatorConfig, out: Path,
                      resume: bool = False, overwrite: bool = False, progress: bool = True,
                      extra_meta: dict | None = None, stop_after: int | None = None,
@@ -207,7 +240,7 @@ def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg:
             bar.close()
             return None
     bar.close()
-    best = min(state["validation"], key=lambda v: (v["loss"], v["step"])) if state["validation"] else None
+    best = best_validation(state["validation"], cfg.validation_metric)
     if best is not None and best["step"] != state["step"]:
         _load_adapter_weights(peft_model, runs.checkpoint_dir(out, best["step"]) / "adapter")
     peft_model.eval()
@@ -227,13 +260,16 @@ def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg:
 def _validate(lm, peft_model, validation, cfg, state) -> str:
     """One validation pass: appends to ``state["validation"]``, sets ``state["stopped"]``; returns a progress line."""
     peft_model.eval()
-    loss = round(validation_loss(lm, validation, cfg), 5)
+    entry = {"step": state["step"], "loss": round(validation_loss(lm, validation, cfg), 5)}
+    if cfg.validation_metric == "quality":
+        entry["quality"] = round(validation_quality(lm, validation), 5)
     peft_model.train()
-    state["validation"].append({"step": state["step"], "loss": loss})
-    best = min(v["loss"] for v in state["validation"])
-    since = len(state["validation"]) - 1 - max(i for i, v in enumerate(state["validation"]) if v["loss"] == best)
+    state["validation"].append(entry)
+    best = best_validation(state["validation"], cfg.validation_metric)
+    since = sum(1 for v in state["validation"] if v["step"] > best["step"])
     state["stopped"] = bool(cfg.patience) and since >= cfg.patience
-    return (f"step {state['step']}: validation loss {loss:.4f} (best {best:.4f})"
+    key = cfg.validation_metric
+    return (f"step {state['step']}: validation {key} {entry[key]:.4f} (best {best[key]:.4f} at step {best['step']})"
             + (f"; no better for {since} passes, stopping early" if state["stopped"] else ""))
 
 

@@ -4,12 +4,16 @@
 word of those categories in ``data/categories.json``. Any 2-6 of the 48 categories make a task, so the family
 supplies thousands of classification datasets whose label sets are known exactly: the classification dataset of
 datasets uses it to test whether a translator names labels it never saw in training.
+
+``data/categories_large.json`` is a second, separate inventory (160+ categories, none of them among the 48) for
+future word and sentence classification datasets; :func:`check_inventory` states the rules both files keep.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from functools import cache
 from importlib import resources
 
@@ -18,6 +22,10 @@ from soft2hard.tasks.base import Example, Task
 
 PREFIX = "cat/"
 MIN_LABELS, MAX_LABELS = 2, 6
+MIN_LARGE_CATEGORIES, MIN_LARGE_MEMBERS = 160, 16
+_NAME = re.compile(r"[a-z]+(?:_[a-z]+)*")
+_MEMBER = re.compile(r"[a-z]+(?: [a-z]+)*")
+_NAME_FILLERS = frozenset({"and", "the"})  # name words a member may contain, besides those of 1-2 letters
 
 
 @cache
@@ -25,6 +33,92 @@ def categories() -> dict[str, tuple[str, ...]]:
     """Category name -> member words, in file order."""
     text = (resources.files("soft2hard") / "data" / "categories.json").read_text(encoding="utf-8")
     return {name: tuple(words) for name, words in json.loads(text).items()}
+
+
+@cache
+def large_categories() -> dict[str, tuple[str, ...]]:
+    """Category name -> member words of the larger inventory ``data/categories_large.json``, in file order."""
+    text = (resources.files("soft2hard") / "data" / "categories_large.json").read_text(encoding="utf-8")
+    return {name: tuple(words) for name, words in json.loads(text).items()}
+
+
+def _forms(word: str) -> set[str]:
+    """``word`` lowercased with its simple plural forms (``box``: boxes, ``city``: cities)."""
+    word = word.lower()
+    forms = {word, word + "s", word + "es"}
+    if word.endswith("y"):
+        forms.add(word[:-1] + "ies")
+    return forms
+
+
+def _same_noun(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` are one noun, ignoring case and singular/plural."""
+    return a.lower() in _forms(b) or b.lower() in _forms(a)
+
+
+def check_inventory(small: dict, large: dict, *, min_categories: int = MIN_LARGE_CATEGORIES,
+                    min_members: int = MIN_LARGE_MEMBERS) -> list[str]:
+    """Problems with the larger inventory ``large`` next to the 48 categories ``small``; empty when it is sound.
+
+    ``large`` needs ``min_categories`` categories of at least ``min_members`` distinct members. Names are
+    lowercase words joined by ``_``, not one of ``small``'s names (singular or plural) and no member of either
+    file. Members are lowercase words joined by single spaces, in one category only, neither a member nor a
+    category name of ``small``, and do not contain a word of their category's name.
+    """
+    problems: list[str] = []
+    if len(large) < min_categories:
+        problems.append(f"only {len(large)} categories; need at least {min_categories}")
+    small_members: dict[str, str] = {}
+    for name, words in small.items():
+        for word in words:
+            small_members.setdefault(str(word).lower(), name)
+    large_members: dict[str, str] = {}
+    for name, words in large.items():
+        for word in words:
+            large_members.setdefault(str(word).lower(), name)
+    all_members = {**large_members, **small_members}
+    seen: dict[str, str] = {}
+    for name, words in large.items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            problems.append(f"category name {name!r} is not lowercase words joined by '_'")
+            continue
+        clashes = [other for other in small if _same_noun(name, str(other))]
+        if clashes:
+            problems.append(f"category name {name!r} collides with the small inventory's {clashes[0]!r}")
+        twins = [other for other in large if other != name and _same_noun(name, str(other))]
+        if twins:
+            problems.append(f"category name {name!r} collides with {twins[0]!r}")
+        for form in sorted(_forms(name.replace("_", " "))):
+            if form in all_members:
+                problems.append(f"category name {name!r} is a member of category {all_members[form]!r}")
+                break
+        words = list(words) if isinstance(words, (list, tuple)) else []
+        if len(words) < min_members:
+            problems.append(f"category {name!r} has {len(words)} members; need at least {min_members}")
+        name_words = [w for w in name.split("_") if len(w) > 2 and w not in _NAME_FILLERS]
+        own: set[str] = set()
+        for word in words:
+            if not isinstance(word, str) or not _MEMBER.fullmatch(word):
+                problems.append(f"member {word!r} of {name!r} is not lowercase words joined by single spaces")
+                continue
+            if word in own:
+                problems.append(f"member {word!r} appears twice in {name!r}")
+                continue
+            own.add(word)
+            if word in seen:
+                problems.append(f"member {word!r} of {name!r} is also in {seen[word]!r}")
+            else:
+                seen[word] = name
+            if word in small_members:
+                problems.append(f"member {word!r} of {name!r} is also in the small inventory's "
+                                f"{small_members[word]!r}")
+            named = [other for other in small if _same_noun(word, str(other))]
+            if named:
+                problems.append(f"member {word!r} of {name!r} is the small inventory's category {named[0]!r}")
+            hits = [w for w in name_words if any(f in word.split() for f in _forms(w))]
+            if hits:
+                problems.append(f"member {word!r} of {name!r} contains the category word {hits[0]!r}")
+    return problems
 
 
 def category_task_name(labels: list[str] | tuple[str, ...]) -> str:
