@@ -5,7 +5,8 @@
 
 The run's validation tasks are rebuilt from its translator.json (same banks, config and seed), so nothing
 held out is looked at. For each checkpoint it prints the validation loss and the validation quality
-(`translator_training.validation_quality`: ROUGE-L of greedy instructions, class rate of label lists).
+(`translator_training.validation_quality`: ROUGE-L of greedy instructions, class rate of label lists); only the
+checkpoints of the run's validation passes, when it had some.
 `--publish-best DIR` writes a translator folder with the checkpoint of highest quality (its translator.json says
 which step and why), which `translate --translator DIR` and `translator eval --translator DIR` read.
 """
@@ -46,7 +47,10 @@ def main() -> None:
     peft_model = apply_lora(lm, cfg)
     peft_model.eval()
     rows = []
+    passes = {v["step"] for v in meta.get("validation", [])}  # the checkpoints of the validation passes
     for ckpt in sorted((args.run / "checkpoints").glob("step_*")):
+        if passes and int(ckpt.name.split("_")[1]) not in passes:
+            continue
         _load_adapter_weights(peft_model, ckpt / "adapter")
         rows.append({"step": int(ckpt.name.split("_")[1]), "loss": validation_loss(lm, validation, cfg),
                      "quality": validation_quality(lm, validation)})

@@ -4,7 +4,10 @@ Prints a markdown table per task kind: mean ± std of ROUGE-L and MiniLM cosine 
 InSPEcT and each translator, then per-task wins/ties/losses of each translator against the first, and how often a
 translator output repeats a training reference almost verbatim (ROUGE-L >= 0.9 against one: memorisation).
 
-Usage: python scripts/translator_compare.py --dod DOD NAME=EVAL_DIR NAME=EVAL_DIR ...
+Usage: python scripts/translator_compare.py --dod DOD [DOD ...] [--common] NAME=EVAL_DIR NAME=EVAL_DIR ...
+
+``--common`` keeps only the tasks every folder scored (translators trained on different tasks have different clean
+held-out sets); classification rows report class rate instead of ROUGE-L.
 """
 
 from __future__ import annotations
@@ -29,34 +32,41 @@ def mean_std(values: list[float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("evals", nargs="+", help="NAME=DIR: a translator eval folder (rows.json)")
-    ap.add_argument("--dod", type=Path, required=True, help="the DoD whose training references count as memorised")
+    ap.add_argument("--dod", type=Path, nargs="+", required=True,
+                    help="the DoD(s) whose training references count as memorised")
+    ap.add_argument("--common", action="store_true", help="only the tasks that every folder scored")
     args = ap.parse_args()
     runs = {}
     for pair in args.evals:
         name, _, folder = pair.partition("=")
         runs[name] = json.loads((Path(folder) / "rows.json").read_text(encoding="utf-8"))
-    train_refs = sorted({t.reference for t in Manifest.load(args.dod).tasks if t.split == "train"})
+    if args.common:
+        shared = set.intersection(*({r["task"] for r in run if r["method"] == "translator"} for run in runs.values()))
+        runs = {name: [r for r in run if r["task"] in shared] for name, run in runs.items()}
+    train_refs = sorted({t.reference for t in Manifest.load_many(args.dod).tasks if t.split == "train"})
     first = next(iter(runs.values()))
     for kind in sorted({r["kind"] for r in first}):
+        metrics = ("class_rate", "cosine") if kind.startswith("classification") else METRICS
         def rows(run, method, kind=kind):
             return {r["task"]: r for r in run if r["kind"] == kind and r["method"] == method}
 
         n = len(rows(first, "translator"))
         print(f"\n**{kind}, {n} held-out prompts**\n")
-        print("| method | " + " | ".join(METRICS) + " | training reference repeated |")
-        print("|---|" + "---|" * (len(METRICS) + 1))
+        print("| method | " + " | ".join(metrics) + " | training reference repeated |")
+        print("|---|" + "---|" * (len(metrics) + 1))
         for method in BASELINES:
             sel = list(rows(first, method).values())
-            print(f"| {method} | " + " | ".join(mean_std([r[m] for r in sel]) for m in METRICS) + " | |")
+            if sel:
+                print(f"| {method} | " + " | ".join(mean_std([r[m] for r in sel]) for m in metrics) + " | |")
         for name, run in runs.items():
             sel = list(rows(run, "translator").values())
             copied = sum(max(rouge_l_score(r["text"], ref) for ref in train_refs) >= 0.9 for r in sel)
-            print(f"| translator: {name} | " + " | ".join(mean_std([r[m] for r in sel]) for m in METRICS)
+            print(f"| translator: {name} | " + " | ".join(mean_std([r[m] for r in sel]) for m in metrics)
                   + f" | {copied} of {len(sel)} |")
         base_name, base = next(iter(runs.items()))
         for name, run in list(runs.items())[1:]:
             a, b = rows(base, "translator"), rows(run, "translator")
-            for m in METRICS:
+            for m in metrics:
                 diffs = [b[t][m] - a[t][m] for t in sorted(a.keys() & b.keys())]
                 wins, losses = sum(d > 1e-9 for d in diffs), sum(d < -1e-9 for d in diffs)
                 print(f"\n{name} vs {base_name} on {m}: {wins} wins, {len(diffs) - wins - losses} ties, "

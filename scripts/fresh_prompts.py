@@ -1,0 +1,92 @@
+"""Fresh prompts (issue 18): soft prompts a user would make, not the DoD build's, read by a translator.
+
+    python scripts/fresh_prompts.py --per-bucket 3 --out runs/fresh --translator runs/tr-all [--dod A B]
+
+Picks the first `--per-bucket` clean held-out tasks of each result bucket (general, general:comp,
+classification, classification:comp, classification:sentence) in manifest order (a rule that reads no example),
+tunes one prompt per task with `soft2hard tune-many` at the tuning defaults (seed 0), writes a DoD manifest of
+them (`OUT/manifest.json`, all held out) and runs `translator eval --methods translator` on it. It then prints the
+fresh prompts' figures next to the DoD prompts' figures of the same tasks (from `--dod-rows`, the rows.json of a
+`translator eval` of the banks with the same translator). Finished steps are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from soft2hard.dod.manifest import Manifest, PromptEntry, without_leaking_training  # noqa: E402
+from soft2hard.interpret.comparison import bucket  # noqa: E402
+
+
+def run(cmd: list[str]) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def figures(rows: list[dict], tasks: set[str]) -> dict[str, str]:
+    out = {}
+    for b in sorted({r["kind"] for r in rows if r["task"] in tasks}):
+        sel = [r for r in rows if r["kind"] == b and r["task"] in tasks and r["method"] == "translator"]
+        key = "class_rate" if b.startswith("classification") else "rouge_l"
+        out[b] = (f"{key} {statistics.fmean(r[key] for r in sel):.3f}, cosine "
+                  f"{statistics.fmean(r['cosine'] for r in sel):.3f} (n={len(sel)})")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dod", nargs="+", default=["dod/smollm2-135m", "dod/smollm2-135m-comp"])
+    ap.add_argument("--per-bucket", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path("runs/fresh"))
+    ap.add_argument("--translator", type=Path, required=True)
+    ap.add_argument("--dod-rows", type=Path, default=None, help="rows.json of the same translator on the banks")
+    args = ap.parse_args()
+    exe = [sys.executable, "-m", "soft2hard.cli"]
+    manifest, _ = without_leaking_training(Manifest.load_many(args.dod))
+    chosen: dict[str, list] = {}
+    for t in manifest.clean_heldout():
+        chosen.setdefault(bucket(t), [])
+        if len(chosen[bucket(t)]) < args.per_bucket:
+            chosen[bucket(t)].append(t)
+    tasks = [t for ts in chosen.values() for t in ts]
+    prompts = args.out / "prompts"
+    done = all((prompts / t.name.replace("/", "__") / "seed0" / "metrics.json").exists() for t in tasks)
+    if not done:
+        run([*exe, "tune-many", "--tasks", ",".join(t.name for t in tasks), "--seeds", "0", "--out", str(prompts),
+             "--quiet", *(["--resume"] if prompts.exists() else [])])
+    entries = []
+    for t in tasks:
+        folder = prompts / t.name.replace("/", "__") / "seed0"
+        metrics = json.loads((folder / "metrics.json").read_text())
+        entry = PromptEntry(id=f"{t.name}@fresh", file=str(folder.relative_to(args.out)), seed=0,
+                            step=metrics["best_step"], validation_score=metrics["validation_score"], best=True)
+        entries.append(replace(t, prompts=(entry,), test_score=metrics["test_score"],
+                               baseline_score=metrics["baseline_score"]).to_dict())
+    (args.out / "manifest.json").write_text(json.dumps({"format": "soft2hard-dod", "version": 1,
+                                                         "model": manifest.model, "settings": {"fresh": True},
+                                                         "tasks": entries}, indent=1))
+    ev = args.out / f"eval-{args.translator.name}"
+    if not (ev / "rows.json").exists():
+        run([*exe, "translator", "eval", "--dod", str(args.out), "--translator", str(args.translator),
+             "--methods", "translator", "--out", str(ev)])
+    names = {t.name for t in tasks}
+    fresh = figures(json.loads((ev / "rows.json").read_text()), names)
+    dod = figures(json.loads(args.dod_rows.read_text()), names) if args.dod_rows else {}
+    print("| bucket | fresh prompts (tune defaults) | DoD prompts, same tasks |\n|---|---|---|")
+    for b, text in fresh.items():
+        print(f"| {b} | {text} | {dod.get(b, '')} |")
+    scores = [(t.name, e["baseline_score"], e["test_score"]) for t, e in zip(tasks, entries)]
+    print("\nfresh prompts' task scores (no prompt -> prompt): " +
+          ", ".join(f"{n} {b:.2f}->{s:.2f}" for n, b, s in scores))
+
+
+if __name__ == "__main__":
+    main()
