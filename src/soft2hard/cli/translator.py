@@ -22,8 +22,8 @@ def add_parsers(sub) -> None:
     t.add_argument("--references", default="all", choices=["all", "first"],
                    help="all: a task's paraphrases take turns as the target (default); first: its reference only")
     t.add_argument("--validation-tasks", type=int, default=0,
-                   help="set aside about this many training tasks (whole groups) to pick the checkpoint by "
-                        "validation loss (default 0: none, the last checkpoint is published)")
+                   help="set aside about this many training tasks (whole groups) to pick the checkpoint on "
+                        "(--validation-metric; default 0: none, the last checkpoint is published)")
     t.add_argument("--eval-every", type=int, default=0, help="steps between validation passes (default: per epoch)")
     t.add_argument("--validation-metric", default="loss", choices=["loss", "quality"],
                    help="what picks the checkpoint: loss (mean target loss) or quality (greedy translations of the "
@@ -203,7 +203,7 @@ def cmd_translator(args) -> None:
                               extra_meta={"dod": [str(p) for p in args.dod], "kinds": args.kinds or "all",
                                           "train_tasks": len({ex.task for ex in examples}),
                                           "left_out_leaking": sorted(dropped)})
-        chosen = f", checkpoint of step {tr.meta['best_step']} by validation loss" if validation else ""
+        chosen = f", checkpoint of step {tr.meta['best_step']} by validation {cfg.validation_metric}" if validation else ""
         print(f"{args.out}: translator trained on {len(examples)} examples of {tr.meta['train_tasks']} tasks in "
               f"{tr.meta['train_seconds']:.0f} s (final loss {tr.meta['final_loss']:.3f}{chosen})")
         return

@@ -278,5 +278,4 @@ def without_leaking_training(manifest: Manifest) -> tuple[Manifest, dict[str, st
     dropped = leaking_train_tasks(manifest.tasks)
     if not dropped:
         return manifest, {}
-    kept = [t for t in manifest.tasks if t.name not in dropped]
-    return Manifest(root=manifest.root, model=manifest.model, tasks=kept, settings=manifest.settings), dropped
+    return replace(manifest, tasks=[t for t in manifest.tasks if t.name not in dropped]), dropped

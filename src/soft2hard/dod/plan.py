@@ -273,8 +273,9 @@ def leaking_train_tasks(tasks) -> dict[str, str]:
                for name in names}
     held_groups = {_split_group(t): t.name for t in tasks if t.split == "heldout"}
     for t in tasks:
-        if t.split == "train" and t.name not in reasons and _split_group(t) in held_groups:
-            reasons[t.name] = f"shares group {_split_group(t)!r} with the held-out {held_groups[_split_group(t)]}"
+        group = _split_group(t) if t.split == "train" and t.name not in reasons else None
+        if group in held_groups:
+            reasons[t.name] = f"shares group {group!r} with the held-out {held_groups[group]}"
     return reasons
 
 

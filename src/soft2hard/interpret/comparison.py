@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 METHODS = NAMES  # every interpreter of the registry, in its order
 
 
-def _best_prompt(manifest, task):
+def _best_prompt(manifest, task, bank_cache: dict):
     best = [e for e in task.prompts if e.best] or list(task.prompts)
-    return manifest.load_prompt(best[0])
+    return manifest.load_prompt(best[0], bank_cache)
 
 
 def compare_interpreters(manifest, translator_dir: Path | None, cache_dir: Path, device: str = "auto",
@@ -58,10 +58,12 @@ def compare_interpreters(manifest, translator_dir: Path | None, cache_dir: Path,
     trained_on = interpreters["translator"].translator.training_tasks if "translator" in interpreters else None
     tasks = manifest.clean_heldout(trained_on=trained_on)[:max_tasks]
     candidates = sorted({label for t in manifest.tasks if t.labels for label in t.labels})
-    translated = _translations(interpreters["translator"], manifest, tasks) if "translator" in interpreters else {}
+    bank_cache: dict = {}  # each bank file is read once, not once per task
+    translated = (_translations(interpreters["translator"], manifest, tasks, bank_cache)
+                  if "translator" in interpreters else {})
     rows: list[dict] = []
     for task in tqdm(tasks, desc="interpreter comparison", disable=not progress, dynamic_ncols=True):
-        prompt = _best_prompt(manifest, task).to(plain.device)
+        prompt = _best_prompt(manifest, task, bank_cache).to(plain.device)
         labels = task.labels if task.kind == "classification" else None
         reference = ", ".join(labels) if labels else task.reference  # what the labels cue is trained to say
         texts: dict[str, str] = {}
@@ -93,12 +95,12 @@ def compare_interpreters(manifest, translator_dir: Path | None, cache_dir: Path,
     return rows, summarize(rows)
 
 
-def _translations(interpreter, manifest, tasks) -> dict:
+def _translations(interpreter, manifest, tasks, bank_cache: dict) -> dict:
     """Task name -> the translator's Description of its best prompt, decoded in batches (one per cue)."""
     out = {}
     for cue in sorted({KIND_CUE[t.kind] for t in tasks}):
         of_cue = [t for t in tasks if KIND_CUE[t.kind] == cue]
-        prompts = [_best_prompt(manifest, t) for t in of_cue]
+        prompts = [_best_prompt(manifest, t, bank_cache) for t in of_cue]
         descs = interpreter.translator.translate(prompts, cue=cue, max_new_tokens=interpreter.settings.max_new_tokens)
         out.update(zip((t.name for t in of_cue), descs))
     return out

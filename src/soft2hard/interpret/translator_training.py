@@ -5,9 +5,9 @@ instruction and paraphrases; a classification task's ``labels`` target is its la
 when the task also has sentence instructions (compositional tasks do), it gives a second example with the
 ``instruction`` cue, so each cue keeps one meaning. Paraphrases take turns across epochs.
 
-Validation: whole groups of training tasks (per kind, seeded) are set aside; their mean target loss, measured
-every ``eval_every`` steps, picks the published checkpoint and stops training after ``patience`` passes without
-improvement. The held-out tasks of the DoD are never looked at here.
+Validation: whole groups of training tasks (per kind, seeded) are set aside; their mean target loss (or, with
+``validation_metric="quality"``, the quality of their greedy translations), measured every ``eval_every`` steps,
+picks the published checkpoint and stops training after ``patience`` passes without improvement. The held-out tasks of the DoD are never looked at here.
 
 Training follows tuning.py: batches are a function of (seed, step), checkpoints hold the LoRA weights, AdamW
 moments and the validation history, and a resumed run is identical to an uninterrupted one.
@@ -189,7 +189,8 @@ def train_translator(lm: LanguageModel, examples: list[TranslationExample], cfg:
                      validation: list[TranslationExample] | None = None) -> Translator | None:
     """Fine-tune LoRA adapters on ``examples``; writes ``out`` (adapter + translator.json + checkpoints/).
 
-    With ``validation`` examples the published adapter is the checkpoint of lowest validation loss.
+    With ``validation`` examples the published adapter is the checkpoint of the best validation pass
+    (:func:`best_validation` under ``cfg.validation_metric``).
     ``stop_after`` ends the run after that many steps (as an interruption would; returns None)."""
     out = Path(out)
     if not cfg.target_modules:  # record the layers actually adapted, so translator.json describes the adapter
