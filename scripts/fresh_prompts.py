@@ -7,7 +7,9 @@ classification, classification:comp, classification:sentence) in manifest order 
 tunes one prompt per task with `soft2hard tune-many` at the tuning defaults (seed 0), writes a DoD manifest of
 them (`OUT/manifest.json`, all held out) and runs `translator eval --methods translator` on it. It then prints the
 fresh prompts' figures next to the DoD prompts' figures of the same tasks (from `--dod-rows`, the rows.json of a
-`translator eval` of the banks with the same translator). Finished steps are skipped on a rerun.
+`translator eval` of the banks with the same translator). With `--user FILE` (a JSONL/CSV classification file, e.g.
+examples/support_tickets.jsonl) it also tunes a prompt on that file and reports its class rate on its own row.
+Finished steps are skipped on a rerun.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from soft2hard.dod.manifest import Manifest, PromptEntry, without_leaking_training  # noqa: E402
+from soft2hard.dod.manifest import Manifest, PromptEntry, TaskEntry, without_leaking_training  # noqa: E402
 from soft2hard.interpret.comparison import bucket  # noqa: E402
+from soft2hard.tasks.files import load_task_file  # noqa: E402
 
 
 def run(cmd: list[str]) -> None:
@@ -41,6 +44,21 @@ def figures(rows: list[dict], tasks: set[str]) -> dict[str, str]:
     return out
 
 
+def slug(name: str) -> str:
+    """The run folder tune-many gives a task (a file's stem for a user file)."""
+    return name.removeprefix("user/").replace("/", "__")
+
+
+def user_entry(path: Path) -> TaskEntry:
+    """A held-out classification entry for a user's file: its reference is its label list."""
+    task = load_task_file(path)
+    if not task.labels:
+        raise SystemExit(f"{path}: --user takes classification files (an output column with a few labels)")
+    return TaskEntry(name=f"user/{path.stem}", kind="classification", group=f"user/{path.stem}", split="heldout",
+                     reference=", ".join(task.labels), reference_source="user file labels", labels=task.labels,
+                     prompts=())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dod", nargs="+", default=["dod/smollm2-135m", "dod/smollm2-135m-comp"])
@@ -48,6 +66,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/fresh"))
     ap.add_argument("--translator", type=Path, required=True)
     ap.add_argument("--dod-rows", type=Path, default=None, help="rows.json of the same translator on the banks")
+    ap.add_argument("--user", nargs="*", type=Path, default=[], help="users' JSONL/CSV classification files")
     args = ap.parse_args()
     exe = [sys.executable, "-m", "soft2hard.cli"]
     manifest, _ = without_leaking_training(Manifest.load_many(args.dod))
@@ -56,15 +75,16 @@ def main() -> None:
         chosen.setdefault(bucket(t), [])
         if len(chosen[bucket(t)]) < args.per_bucket:
             chosen[bucket(t)].append(t)
-    tasks = [t for ts in chosen.values() for t in ts]
+    tasks = [t for ts in chosen.values() for t in ts] + [user_entry(path) for path in args.user]
+    sources = {t.name: t.name for t in tasks} | {f"user/{p.stem}": str(p) for p in args.user}
     prompts = args.out / "prompts"
-    done = all((prompts / t.name.replace("/", "__") / "seed0" / "metrics.json").exists() for t in tasks)
+    done = all((prompts / slug(t.name) / "seed0" / "metrics.json").exists() for t in tasks)
     if not done:
-        run([*exe, "tune-many", "--tasks", ",".join(t.name for t in tasks), "--seeds", "0", "--out", str(prompts),
-             "--quiet", *(["--resume"] if prompts.exists() else [])])
+        run([*exe, "tune-many", "--tasks", ",".join(sources[t.name] for t in tasks), "--seeds", "0",
+             "--out", str(prompts), "--quiet", *(["--resume"] if prompts.exists() else [])])
     entries = []
     for t in tasks:
-        folder = prompts / t.name.replace("/", "__") / "seed0"
+        folder = prompts / slug(t.name) / "seed0"
         metrics = json.loads((folder / "metrics.json").read_text())
         entry = PromptEntry(id=f"{t.name}@fresh", file=str(folder.relative_to(args.out)), seed=0,
                             step=metrics["best_step"], validation_score=metrics["validation_score"], best=True)
@@ -77,12 +97,16 @@ def main() -> None:
     if not (ev / "rows.json").exists():
         run([*exe, "translator", "eval", "--dod", str(args.out), "--translator", str(args.translator),
              "--methods", "translator", "--out", str(ev)])
-    names = {t.name for t in tasks}
-    fresh = figures(json.loads((ev / "rows.json").read_text()), names)
+    names = {t.name for t in tasks if not t.name.startswith("user/")}
+    rows = json.loads((ev / "rows.json").read_text())
+    fresh = figures(rows, names)
     dod = figures(json.loads(args.dod_rows.read_text()), names) if args.dod_rows else {}
     print("| bucket | fresh prompts (tune defaults) | DoD prompts, same tasks |\n|---|---|---|")
     for b, text in fresh.items():
         print(f"| {b} | {text} | {dod.get(b, '')} |")
+    for r in rows:
+        if r["task"].startswith("user/"):
+            print(f"| {r['task']} (user file) | class_rate {r['class_rate']:.3f}: {r['text']!r} | |")
     scores = [(t.name, e["baseline_score"], e["test_score"]) for t, e in zip(tasks, entries)]
     print("\nfresh prompts' task scores (no prompt -> prompt): " +
           ", ".join(f"{n} {b:.2f}->{s:.2f}" for n, b, s in scores))

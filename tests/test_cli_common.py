@@ -104,6 +104,14 @@ def test_translator_eval_takes_the_model_options(tmp_path, monkeypatch, recorded
     _assert_options_reached(recorded_loads)
 
 
+def test_dod_build_takes_the_model_options(tmp_path, recorded_loads):
+    with pytest.raises(Loaded):
+        main(["dod", "build", "--out", str(tmp_path / "d"), "--model", "some/model", "--tasks", "gen/plural",
+              "--kinds", "general", "--general-heldout", "0", "--classification-train", "0",
+              "--classification-heldout", "0", "--workers", "0", "--steps", "2", "--eval-every", "2", *OPTS])
+    _assert_options_reached(recorded_loads)
+
+
 # --- score uses the split seed the prompt was tuned with --------------------------------------------------
 
 TASK = "gen/plural"

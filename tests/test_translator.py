@@ -14,7 +14,14 @@ from soft2hard.dod.manifest import Manifest
 from soft2hard.errors import Soft2HardError
 from soft2hard.interpret.comparison import compare_interpreters, summarize
 from soft2hard.interpret.selection import Profile
-from soft2hard.interpret.translator import TranslationExample, TranslatorConfig, batch_loss, load_translator
+from soft2hard.interpret.translator import (
+    TranslationExample,
+    TranslatorConfig,
+    _load_adapter_weights,
+    apply_lora,
+    batch_loss,
+    load_translator,
+)
 from soft2hard.interpret.translator_training import batch_indices, train_translator, training_examples
 from soft2hard.models import load_model
 from soft2hard.prompts import SoftPrompt
@@ -53,8 +60,6 @@ def test_batches_cover_each_epoch_once():
 def _memorise(lm, epochs: int, lr: float):
     """Train on two random prompts; returns (loss before, loss after, translation of the first)."""
     import tempfile
-
-    from soft2hard.interpret.translator import apply_lora
 
     gen = torch.Generator().manual_seed(0)
     scale = float(lm.vocab_embeddings().float().std())
@@ -102,6 +107,27 @@ def test_trained_translator_files_and_translation(trained, tiny_dod, tiny_llama_
     assert [d.text for d in descs] == [d.text for d in again]
     with pytest.raises(Soft2HardError, match="width 32"):
         tr.translate([torch.zeros(4, 32)])
+
+
+def test_loaded_translator_is_merged_and_computes_what_the_adapter_does(trained, tiny_dod, tiny_llama_dir):
+    """load_translator folds the LoRA weights into the model (no LoRA layer remains, so decoding pays no adapter
+    cost); the merged model's logits equal the unmerged adapter's within float rounding."""
+    from peft.tuners.lora import LoraLayer
+
+    cfg = TranslatorConfig(**json.loads((trained / "translator.json").read_text())["config"])
+    prompts = [x for _, _, x in Manifest.load(tiny_dod).iter_prompts()][:2]
+    examples = [TranslationExample(p, "instruction", "Give the plural form.", "t") for p in prompts]
+    unmerged = fresh(tiny_llama_dir)
+    peft_model = apply_lora(unmerged, cfg)
+    _load_adapter_weights(peft_model, trained)
+    peft_model.eval()
+    merged = load_translator(fresh(tiny_llama_dir), trained).lm
+    assert not any(isinstance(m, LoraLayer) for m in merged.model.modules())
+    assert any(isinstance(m, LoraLayer) for m in unmerged.model.modules())
+    with torch.no_grad():
+        a, b = float(batch_loss(unmerged, examples, cfg)), float(batch_loss(merged, examples, cfg))
+    assert a == pytest.approx(b, abs=1e-4)
+    assert a != pytest.approx(float(batch_loss(fresh(tiny_llama_dir), examples, cfg)), abs=1e-3)  # the adapter acts
 
 
 def test_interrupted_training_resumes_exactly(tmp_path, trained, tiny_dod, tiny_llama_dir):

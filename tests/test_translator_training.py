@@ -15,9 +15,13 @@ from soft2hard.errors import Soft2HardError
 from soft2hard.interpret.comparison import add_identification, summarize
 from soft2hard.interpret.translator import TranslationExample, TranslatorConfig
 from soft2hard.interpret.translator_training import (
+    cap_families,
+    family_counts,
     prepare_examples,
+    repeat_examples,
     subset_tasks,
     task_examples,
+    task_family,
     train_translator,
     validation_split,
 )
@@ -135,6 +139,33 @@ def test_prepare_examples_keeps_validation_tasks_out_of_training(tmp_path):
     train, val = prepare_examples(m, TranslatorConfig(validation_tasks=4, max_train_tasks=10))
     assert len({ex.task for ex in val}) == 4 and len({ex.task for ex in train}) == 10
     assert not {ex.task for ex in train} & {ex.task for ex in val}
+
+
+def test_families_are_capped_by_a_seeded_choice_and_small_ones_repeated(tmp_path):
+    names = ("comp/category_pair/bird-candy", "bigbench/snarks", "bigbench/arithmetic/3_digit", "cat/a-b", "comp/x")
+    assert [task_family(n) for n in names] == [
+        "comp/category_pair", "bigbench/snarks", "bigbench/arithmetic", "cat", "comp"]
+    tasks = [entry(f"comp/category_pair/p{i:02d}") for i in range(12)] + [entry(f"bigbench/b{i}") for i in range(3)]
+    capped = cap_families(tasks, 5, 0)
+    names = [t.name for t in capped]
+    assert sum(n.startswith("comp/") for n in names) == 5 and sum(n.startswith("bigbench/") for n in names) == 3
+    assert names == [t.name for t in cap_families(tasks, 5, 0)] and names != [t.name for t in cap_families(tasks, 5, 1)]
+    assert cap_families(tasks, 0, 0) == tasks
+    m = Manifest.load(_bank(tmp_path / "bank", tasks))
+    train, _ = prepare_examples(m, TranslatorConfig(max_tasks_per_family=5, repeat="bigbench=3"))
+    assert family_counts(train) == {"bigbench/b0": 1, "bigbench/b1": 1, "bigbench/b2": 1, "comp/category_pair": 5}
+    counts = {f: sum(ex.task.startswith(f) for ex in train) for f in ("bigbench/", "comp/category_pair/")}
+    assert counts == {"bigbench/": 9, "comp/category_pair/": 5}  # "bigbench" names every BIG-bench parent
+    once, _ = prepare_examples(m, TranslatorConfig(max_tasks_per_family=5))
+    assert len(once) == 8
+    specific = repeat_examples(once, "bigbench=3,bigbench/b1=1")
+    assert sum(ex.task == "bigbench/b1" for ex in specific) == 1 and sum(ex.task == "bigbench/b0" for ex in specific) == 3
+    assert repeat_examples(once, "") == once
+    with pytest.raises(Soft2HardError, match="no training example: ni"):
+        repeat_examples(train, "ni=2")
+    for bad in ("bigbench", "bigbench=0", "=2", "bigbench=x"):
+        with pytest.raises(Soft2HardError, match="FAMILY=COUNT"):
+            TranslatorConfig(repeat=bad)
 
 
 def _random_examples(lm, n, seed):

@@ -32,6 +32,10 @@ def add_parsers(sub) -> None:
                    help="stop after this many validation passes without improvement (default 0: never)")
     t.add_argument("--max-train-tasks", type=int, default=0,
                    help="train on a seeded subset of this many training tasks (learning curves; default 0: all)")
+    t.add_argument("--max-tasks-per-family", type=int, default=0,
+                   help="keep at most N training tasks of each family (comp/<family>, bigbench, ni, ...; 0: all)")
+    t.add_argument("--repeat", default="",
+                   help="repeat a family's examples per epoch, e.g. bigbench=3,ni=3 (up-weights small families)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lora-r", type=int, default=8)
@@ -180,14 +184,15 @@ def cmd_translator(args) -> None:
     if args.translator_command == "train":
         from soft2hard.dod.manifest import without_leaking_training
         from soft2hard.interpret.translator import TranslatorConfig
-        from soft2hard.interpret.translator_training import prepare_examples, train_translator
+        from soft2hard.interpret.translator_training import family_counts, prepare_examples, train_translator
 
         cfg = TranslatorConfig(lr=args.lr, epochs=args.epochs, batch_size=args.batch_size, lora_r=args.lora_r,
                                lora_alpha=2 * args.lora_r, seed=args.seed, save_every=args.save_every,
                                prompts=args.prompts, references=args.references,
                                validation_tasks=args.validation_tasks, eval_every=args.eval_every,
                                patience=args.patience, max_train_tasks=args.max_train_tasks,
-                               validation_metric=args.validation_metric)
+                               validation_metric=args.validation_metric,
+                               max_tasks_per_family=args.max_tasks_per_family, repeat=args.repeat)
         manifest = Manifest.load_many(args.dod)
         if args.kinds:
             kinds = {k.strip() for k in args.kinds.split(",")}
@@ -202,6 +207,7 @@ def cmd_translator(args) -> None:
                               progress=not args.quiet, validation=validation,
                               extra_meta={"dod": [str(p) for p in args.dod], "kinds": args.kinds or "all",
                                           "train_tasks": len({ex.task for ex in examples}),
+                                          "train_families": family_counts(examples),
                                           "left_out_leaking": sorted(dropped)})
         chosen = f", checkpoint of step {tr.meta['best_step']} by validation {cfg.validation_metric}" if validation else ""
         print(f"{args.out}: translator trained on {len(examples)} examples of {tr.meta['train_tasks']} tasks in "

@@ -60,10 +60,14 @@ class TranslatorConfig:
     patience: int = 0  # stop after this many validation passes without a better loss (0: never stop early)
     max_train_tasks: int = 0  # train on a seeded subset of this many tasks (0: all; nested across sizes)
     validation_metric: str = "loss"  # loss: mean target loss (lower) | quality: decoded ROUGE-L / class rate (higher)
+    max_tasks_per_family: int = 0  # keep a seeded subset of at most this many training tasks per family (0: all)
+    repeat: str = ""  # "bigbench=3,ni=3": each example of these families appears that many times per epoch
 
     def __post_init__(self) -> None:
         check_ints(self, "lora_r", "lora_alpha", "epochs", "batch_size", "save_every", "max_target_tokens")
-        check_ints(self, "warmup_steps", "validation_tasks", "eval_every", "patience", "max_train_tasks", minimum=0)
+        check_ints(self, "warmup_steps", "validation_tasks", "eval_every", "patience", "max_train_tasks",
+                   "max_tasks_per_family", minimum=0)
+        parse_repeat(self.repeat)
         check_ints(self, "seed", minimum=None)
         check_numbers(self, "lr")
         check_numbers(self, "weight_decay", positive=False)
@@ -73,6 +77,19 @@ class TranslatorConfig:
         check_choice(self, "references", ("all", "first"))
         check_choice(self, "validation_metric", ("loss", "quality"))
         self.target_modules = tuple(self.target_modules)
+
+
+def parse_repeat(spec: str) -> dict[str, int]:
+    """``"bigbench=3,ni=2"`` -> ``{"bigbench": 3, "ni": 2}`` (family -> copies per epoch, each >= 1)."""
+    out: dict[str, int] = {}
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        family, _, count = part.partition("=")
+        if not family.strip() or not count.strip().isdigit() or int(count) < 1:
+            raise Soft2HardError(f"repeat: expected FAMILY=COUNT with COUNT >= 1 (e.g. bigbench=3), got {part!r}")
+        out[family.strip()] = int(count)
+    return out
 
 
 @dataclass(frozen=True)
@@ -263,6 +280,9 @@ def load_translator(lm: LanguageModel, path: Path) -> Translator:
     peft_model = apply_lora(lm, cfg)
     _load_adapter_weights(peft_model, path)
     peft_model.eval()
+    # Inference only: fold B @ A into the base weights and drop the LoRA wrappers, so a decoding step costs what
+    # the plain model's does (the per-layer LoRA matmuls and Python calls dominated small-batch decoding).
+    peft_model.merge_and_unload()
     return Translator(lm=lm, meta=meta)
 
 

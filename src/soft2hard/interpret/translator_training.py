@@ -41,6 +41,7 @@ from soft2hard.interpret.translator import (
     _save_adapter,
     apply_lora,
     batch_loss,
+    parse_repeat,
     translate_batch,
 )
 from soft2hard.lm import LanguageModel
@@ -123,11 +124,70 @@ def subset_tasks(tasks: list, n: int, seed: int) -> list:
     return [t for t in tasks if t.name in keep]
 
 
+def task_family(name: str) -> str:
+    """The family that balancing counts a task in: ``comp/<generator family>`` for compositional tasks,
+    ``bigbench/<parent>`` for BIG-bench tasks (Natural-Instructions subtasks are one parent), else the source prefix
+    (``gen``, ``cat``, ``user``, ...)."""
+    parts = name.split("/")
+    if parts[0] in ("comp", "bigbench") and len(parts) > 2:
+        return "/".join(parts[:2])
+    return parts[0] if parts[0] != "bigbench" else name
+
+
+def in_family(family: str, spec: str) -> bool:
+    """Whether ``family`` is the family ``spec`` names or one inside it (``bigbench`` holds ``bigbench/snarks``)."""
+    return family == spec or family.startswith(spec + "/")
+
+
+def cap_families(tasks: list, n: int, seed: int) -> list:
+    """At most ``n`` tasks of each :func:`task_family` (a seeded choice; all when ``n`` is 0). The bank's big
+    generator families (2-label category pairs, sentence topics) would otherwise set the style of every output."""
+    if n <= 0:
+        return list(tasks)
+    by_family: dict[str, list] = {}
+    for t in sorted(tasks, key=lambda t: t.name):
+        by_family.setdefault(task_family(t.name), []).append(t)
+    keep: set[str] = set()
+    for family, members in by_family.items():
+        random.Random(f"translator-cap:{seed}:{family}").shuffle(members)
+        keep.update(t.name for t in members[:n])
+    return [t for t in tasks if t.name in keep]
+
+
+def repeat_examples(examples: list[TranslationExample], spec: str) -> list[TranslationExample]:
+    """Each example of a family named in ``spec`` (see ``parse_repeat``; ``bigbench`` names every BIG-bench
+    parent) repeated that many times, in place; the most specific name wins."""
+    counts = parse_repeat(spec)
+    if not counts:
+        return examples
+    families = {task_family(ex.task) for ex in examples}
+    unknown = [name for name in counts if not any(in_family(f, name) for f in families)]
+    if unknown:
+        raise Soft2HardError(f"--repeat names families with no training example: {', '.join(sorted(unknown))}")
+
+    def copies(task: str) -> int:
+        names = [name for name in counts if in_family(task_family(task), name)]
+        return counts[max(names, key=len)] if names else 1
+
+    return [ex for ex in examples for _ in range(copies(ex.task))]
+
+
+def family_counts(examples: list[TranslationExample]) -> dict[str, int]:
+    """Training tasks per family (recorded with a translator, so its mix is visible)."""
+    tasks = {ex.task for ex in examples}
+    counts: dict[str, int] = {}
+    for name in sorted(tasks):
+        counts[task_family(name)] = counts.get(task_family(name), 0) + 1
+    return counts
+
+
 def prepare_examples(manifest, cfg: TranslatorConfig) -> tuple[list[TranslationExample], list[TranslationExample]]:
-    """(training, validation) examples of a manifest's training tasks under ``cfg``."""
+    """(training, validation) examples of a manifest's training tasks under ``cfg``: validation groups set aside,
+    then the task subset, the per-family cap and the repeats (validation is never capped or repeated)."""
     train, validation = validation_split(manifest.split("train"), cfg.validation_tasks, cfg.seed)
     train = subset_tasks(train, cfg.max_train_tasks, cfg.seed)
-    examples = training_examples(manifest, cfg, tasks=train)
+    train = cap_families(train, cfg.max_tasks_per_family, cfg.seed)
+    examples = repeat_examples(training_examples(manifest, cfg, tasks=train), cfg.repeat)
     return examples, (training_examples(manifest, cfg, tasks=validation) if validation else [])
 
 
