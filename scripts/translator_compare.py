@@ -4,10 +4,14 @@ Prints a markdown table per task kind: mean ± std of ROUGE-L and MiniLM cosine 
 InSPEcT and each translator, then per-task wins/ties/losses of each translator against the first, and how often a
 translator output repeats a training reference almost verbatim (ROUGE-L >= 0.9 against one: memorisation).
 
-Usage: python scripts/translator_compare.py --dod DOD [DOD ...] [--common] NAME=EVAL_DIR NAME=EVAL_DIR ...
+Usage: python scripts/translator_compare.py --dod DOD [DOD ...] [--common] [--clean] NAME=EVAL NAME=EVAL ...
 
+EVAL is a ``translator eval`` folder or its ``rows.json`` (e.g. the raw rows committed under docs/data).
 ``--common`` keeps only the tasks every folder scored (translators trained on different tasks have different clean
-held-out sets); classification rows report class rate instead of ROUGE-L.
+held-out sets); ``--clean`` keeps only the clean held-out tasks of the ``--dod`` bank(s) (``Manifest.clean_heldout``:
+no label named in a training reference, no split group shared with a training task; a ``distilled/T`` prompt
+counts as its task ``T``), which restates rows made before the leak audit of issue 19 without rerunning anything.
+Classification rows report class rate instead of ROUGE-L.
 """
 
 from __future__ import annotations
@@ -31,19 +35,25 @@ def mean_std(values: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("evals", nargs="+", help="NAME=DIR: a translator eval folder (rows.json)")
+    ap.add_argument("evals", nargs="+", help="NAME=PATH: a translator eval folder or its rows.json")
     ap.add_argument("--dod", type=Path, nargs="+", required=True,
                     help="the DoD(s) whose training references count as memorised")
     ap.add_argument("--common", action="store_true", help="only the tasks that every folder scored")
+    ap.add_argument("--clean", action="store_true", help="only the clean held-out tasks of the --dod bank(s)")
     args = ap.parse_args()
     runs = {}
     for pair in args.evals:
-        name, _, folder = pair.partition("=")
-        runs[name] = json.loads((Path(folder) / "rows.json").read_text(encoding="utf-8"))
+        name, _, path = pair.partition("=")
+        path = Path(path)
+        runs[name] = json.loads((path / "rows.json" if path.is_dir() else path).read_text(encoding="utf-8"))
+    manifest = Manifest.load_many(args.dod)
+    if args.clean:
+        clean = {t.name for t in manifest.clean_heldout()}
+        runs = {name: [r for r in run if r["task"].removeprefix("distilled/") in clean] for name, run in runs.items()}
     if args.common:
         shared = set.intersection(*({r["task"] for r in run if r["method"] == "translator"} for run in runs.values()))
         runs = {name: [r for r in run if r["task"] in shared] for name, run in runs.items()}
-    train_refs = sorted({t.reference for t in Manifest.load_many(args.dod).tasks if t.split == "train"})
+    train_refs = sorted({t.reference for t in manifest.tasks if t.split == "train"})
     first = next(iter(runs.values()))
     for kind in sorted({r["kind"] for r in first}):
         metrics = ("class_rate", "cosine") if kind.startswith("classification") else METRICS

@@ -84,6 +84,10 @@ def test_tasks_list_json_contract(capsys):
         assert row["answer_type"] in ("generation", "classification")
     code, out, _ = run_cli(capsys, "tasks", "show", rows[0]["name"])
     assert code == 0 and "description" in out
+    code, out, _ = run_cli(capsys, "tasks", "list", "--source", "generated")  # the plain table, one task a line
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == len(rows)
+    assert lines[0].split()[:3] == [rows[0]["name"], rows[0]["answer_type"], str(rows[0]["n_examples"])]
 
 
 def test_models_lists_builtins(capsys):

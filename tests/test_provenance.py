@@ -10,6 +10,7 @@ from pathlib import Path
 
 from soft2hard import atomic
 from soft2hard.demo import seen_conditions
+from soft2hard.errors import Soft2HardError
 from soft2hard.evaluation import run
 from soft2hard.evaluation.source import EvalTask, seen_in_training, slug
 from soft2hard.interpret.selection import SHIPPED_PROFILES, Profile
@@ -25,9 +26,19 @@ def test_shipped_profile_records_its_calibration_tasks():
     # each task is the one its calibration prompt folder (runs/table/<slug>) was tuned on
     folders = sorted(p.split()[0].rpartition("/")[2] for p in profile.calibration_prompts)
     assert folders == sorted(slug(t) for t in profile.calibration_tasks)
-    assert all(get_task(t).name == t for t in profile.calibration_tasks)
+    for task in profile.calibration_tasks:
+        assert _loads_or_lacks_bigbench(task)
     assert profile.saw("gen/plural") and not profile.saw("gen/word_sentiment")  # the demo's task was calibrated on
     assert "recovered" in profile.notes
+
+
+def _loads_or_lacks_bigbench(name: str) -> bool:
+    """The task loads under its name; a BIG-bench task may instead fail only because the machine has no copy of
+    the BIG-bench sdist (PyPI stopped serving it: tests/test_bigbench.py), never because the name is unknown."""
+    try:
+        return get_task(name).name == name
+    except Soft2HardError as err:
+        return name.startswith("bigbench/") and "does not serve bigbench==1.0.0" in str(err)
 
 
 def test_shipped_translator_records_its_training_tasks():

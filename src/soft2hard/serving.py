@@ -59,6 +59,21 @@ def file_fingerprint(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+# Runs llama.cpp's server with Linux's parent-death signal set, so that a client killed with SIGKILL (which runs no
+# cleanup) does not leave an orphaned server holding a port and a model's memory. The signal fires when the thread
+# that started the server exits: start it from a thread that lives as long as it is needed (the main thread).
+_LAUNCH = """import ctypes, os, runpy, signal, sys
+parent = int(sys.argv.pop(1))
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+except (AttributeError, OSError):  # not Linux: no parent-death signal; stop() and kill() still work
+    pass
+if os.getppid() != parent:  # the parent died before the signal was armed
+    sys.exit(0)
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 class LlamaServer:
     """``python -m llama_cpp.server`` on 127.0.0.1 for one GGUF file; ``start``/``stop``/``kill`` and restart."""
 
@@ -87,7 +102,7 @@ class LlamaServer:
                 f"/n_ctx={self.n_ctx}/alias={self.alias}")
 
     def start(self, timeout: float = 180.0) -> LlamaServer:
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--host", "127.0.0.1",
+        cmd = [sys.executable, "-c", _LAUNCH, str(os.getpid()), "--model", str(self.gguf), "--host", "127.0.0.1",
                "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--model_alias", self.alias]
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -184,6 +184,15 @@ class LazyTarget:
     def complete(self, prompts: list[str], max_tokens: int, stop: tuple[str, ...]) -> list[str]:
         return self.target.complete(prompts, max_tokens=max_tokens, stop=stop)
 
+    def traffic(self) -> str | None:
+        """What an API target sent this run, for the log (None for a local or never-built target): a rerun of a
+        finished or interrupted evaluation shows here that only the missing requests went out."""
+        stats = getattr(self._target, "stats", None)
+        if stats is None:
+            return None
+        return (f"{self.name}: {stats.requests} requests sent ({stats.retries} retries), "
+                f"{stats.cache_hits} answered from the cache")
+
 
 @dataclass(frozen=True)
 class TargetsConfig:
@@ -261,5 +270,8 @@ def open_targets(cfg: TargetsConfig, out: Path, cache_dir: Path | None = None,
             targets.append(LazyTarget(f"api:{api_model}", make_api))
         yield targets
     finally:
+        for t in targets:
+            if t.traffic():
+                logger.info("%s", t.traffic())
         if server is not None:
             server.stop()

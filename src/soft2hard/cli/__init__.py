@@ -134,7 +134,7 @@ def cmd_tasks(args) -> None:
             print(json.dumps(rows, indent=2))
             return
         for r in rows:
-            print(f"{r['name']:<55} {r['kind']:<15} {r['n_examples']:>6}  {r['description'][:60]}")
+            print(f"{r['name']:<55} {r['answer_type']:<15} {r['n_examples']:>6}  {r['description'][:60]}")
         return
     if args.tasks_command == "show":
         task = get_task(args.name, cache_dir=cache_dir(args))
@@ -320,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
+    if not args.verbose:  # the OpenAI client's HTTP library logs every request at INFO: one line per API call
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a model hub
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # transformers' deprecation notices about its own internals (is_gradient_checkpointing, ...)

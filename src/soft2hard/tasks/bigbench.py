@@ -157,8 +157,26 @@ def _string_field(task_json: dict, key: str) -> str:
 # --- download and extraction ----------------------------------------------------------------------------
 
 
+SDIST_ENV = "SOFT2HARD_BIGBENCH_SDIST"
+
+
+def not_served_message(target: Path, versions: list[str]) -> str:
+    """The one-line error when the package index no longer serves the release (PyPI listed only bigbench 0.0.1,
+    which holds no tasks, on 2026-12-07): where a copy of the sdist can be put instead."""
+    listed = versions[0].split("from versions:")[-1].strip(" )") if versions else "other releases"
+    return (f"the package index does not serve {BIGBENCH_REQUIREMENT} (it lists {listed}); BIG-bench tasks need a "
+            f"copy of {SDIST_NAME}: set {SDIST_ENV}=PATH or put it at {target} (generated, compositional, category "
+            "and file tasks do not need it)")
+
+
 def download_sdist(cache_dir: Path) -> Path:
-    """``pip download`` the BIG-bench sdist into ``<cache>/downloads`` (skipped when it is already there)."""
+    """The BIG-bench sdist: ``$SOFT2HARD_BIGBENCH_SDIST`` when set, else ``<cache>/downloads/`` where an earlier
+    ``pip download`` put it, else ``pip download`` it there now."""
+    local = os.environ.get(SDIST_ENV, "").strip()
+    if local:
+        if not Path(local).is_file():
+            raise Soft2HardError(f"{SDIST_ENV}={local} is not a file: point it at a copy of {SDIST_NAME}")
+        return Path(local)
     downloads = Path(cache_dir) / "downloads"
     target = downloads / SDIST_NAME
     if target.is_file():
@@ -194,6 +212,8 @@ def download_sdist(cache_dir: Path) -> Path:
         reader.join(timeout=5)
         found = sorted(tmp.glob("bigbench-1.0.0*.tar.gz"))
         if rc != 0 or not found:
+            if any("No matching distribution" in line or "from versions:" in line for line in tail):
+                raise Soft2HardError(not_served_message(target, [line for line in tail if "from versions:" in line]))
             last = tail[-1] if tail else "no output"
             raise Soft2HardError(f"could not download {BIGBENCH_REQUIREMENT} with pip (exit {rc}): {last}")
         os.replace(found[0], target)
