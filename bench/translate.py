@@ -7,9 +7,11 @@ separately. The baseline is label-free InSPEcT (one layer pair) on the same prom
 With ``--candidates N`` it times verified translation instead (``soft2hard translate --candidates N``: N
 translator candidates and the label-free InSPEcT text scored by faithfulness on 16 unlabelled validation inputs)
 on the clean held-out tasks of the bank, half classification and half generation, interleaved prompt by prompt
-with the greedy translation of the same prompt as the baseline.
+with the greedy translation of the same prompt as the baseline. ``--dod`` picks the bank whose clean held-out
+tasks are used (default: the compositional bank, whose tasks are generated; the BIG-bench tasks of
+``dod/smollm2-135m`` need the BIG-bench sdist, which PyPI no longer serves).
 
-Usage:  python bench/translate.py [--prompts 16] [--amp none|bfloat16] [--candidates 8]
+Usage:  python bench/translate.py [--prompts 16] [--amp none|bfloat16] [--candidates 8] [--dod DIR]
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
-def verified(cache: Path, n_prompts: int, n: int, amp: str) -> None:
+def verified(cache: Path, n_prompts: int, n: int, amp: str, bank: Path) -> None:
     """Seconds per prompt of verified translation against greedy translation, by answer type."""
     from soft2hard.evaluation.items import from_dod
     from soft2hard.interpret.verify import select_translation, selection_inputs
@@ -64,7 +66,7 @@ def verified(cache: Path, n_prompts: int, n: int, amp: str) -> None:
     translator = load_translator(load_model("smollm2-135m", device="cpu", cache_dir=cache, amp=amp),
                                  shipped_translator("smollm2-135m"))
     profile = Profile.load(find_profile(cache, lm.name))
-    _, items = from_dod(BANK, ["heldout"], cache)
+    _, items = from_dod(bank, ["heldout"], cache)
     by_type = {t: [i for i in items if i.answer_type == t] for t in ("classification", "generation")}
     chosen = [i for t in by_type.values() for i in t[: (n_prompts + 1) // 2]][:n_prompts]
     translator.translate([chosen[0].prompt])  # warm-up
@@ -92,10 +94,12 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--amp", default="none", choices=["none", "bfloat16"])
     p.add_argument("--candidates", type=int, default=0, help="time verified translation with N candidates")
+    p.add_argument("--dod", type=Path, default=BANK.parent / "smollm2-135m-comp",
+                   help="with --candidates: the bank whose clean held-out tasks are timed")
     args = p.parse_args()
     cache = Path(os.environ.get("SOFT2HARD_CACHE", default_cache_dir()))
     if args.candidates:
-        verified(cache, args.prompts, args.candidates, args.amp)
+        verified(cache, args.prompts, args.candidates, args.amp, args.dod)
         return
     t0 = time.perf_counter()
     lm = load_model("smollm2-135m", device="cpu", cache_dir=cache, amp=args.amp)
