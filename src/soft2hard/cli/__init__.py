@@ -312,6 +312,11 @@ COMMANDS = {"models": cmd_models, "tasks": cmd_tasks, "tune": cmd_tune, "tune-ma
             **bias.COMMANDS, **evaluate.COMMANDS, **report.COMMANDS}
 
 
+def _quiet_http_clients(record: logging.LogRecord) -> bool:
+    """Drop the HTTP libraries' per-request INFO lines (httpx, or httpx2 as newer OpenAI clients name it)."""
+    return record.levelno >= logging.WARNING or not record.name.startswith(("httpx", "httpcore"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -321,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         stream=sys.stderr)
     if not args.verbose:  # the OpenAI client's HTTP library logs every request at INFO: one line per API call
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_quiet_http_clients)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever fetched from a model hub
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # transformers' deprecation notices about its own internals (is_gradient_checkpointing, ...)
