@@ -6,10 +6,10 @@ separately. The baseline is label-free InSPEcT (one layer pair) on the same prom
 
 With ``--candidates N`` it times verified translation instead (``soft2hard translate --candidates N``: N
 translator candidates and the label-free InSPEcT text scored by faithfulness on 16 unlabelled validation inputs)
-on the clean held-out tasks of the bank, half classification and half generation, interleaved prompt by prompt
-with the greedy translation of the same prompt as the baseline. ``--dod`` picks the bank whose clean held-out
-tasks are used (default: the compositional bank, whose tasks are generated; the BIG-bench tasks of
-``dod/smollm2-135m`` need the BIG-bench sdist, which PyPI no longer serves).
+on the first held-out task of each task family of the bank (so long-input families count as much as
+short-input ones), interleaved prompt by prompt with the greedy translation of the same prompt as the baseline.
+``--dod`` picks the bank whose held-out tasks are used (default: the compositional bank, whose tasks are
+generated; the BIG-bench tasks of ``dod/smollm2-135m`` need the BIG-bench sdist, which PyPI no longer serves).
 
 Usage:  python bench/translate.py [--prompts 16] [--amp none|bfloat16] [--candidates 8] [--dod DIR]
 """
@@ -60,6 +60,7 @@ def timed(fn) -> float:
 def verified(cache: Path, n_prompts: int, n: int, amp: str, bank: Path) -> None:
     """Seconds per prompt of verified translation against greedy translation, by answer type."""
     from soft2hard.evaluation.items import from_dod
+    from soft2hard.interpret.translator_training import task_family
     from soft2hard.interpret.verify import select_translation, selection_inputs
 
     lm = load_model("smollm2-135m", device="cpu", cache_dir=cache, amp=amp)
@@ -67,8 +68,10 @@ def verified(cache: Path, n_prompts: int, n: int, amp: str, bank: Path) -> None:
                                  shipped_translator("smollm2-135m"))
     profile = Profile.load(find_profile(cache, lm.name))
     _, items = from_dod(bank, ["heldout"], cache)
-    by_type = {t: [i for i in items if i.answer_type == t] for t in ("classification", "generation")}
-    chosen = [i for t in by_type.values() for i in t[: (n_prompts + 1) // 2]][:n_prompts]
+    firsts: dict[str, object] = {}  # one task per family: short- and long-input families alike
+    for item in items:
+        firsts.setdefault(task_family(item.name), item)
+    chosen = list(firsts.values())[:n_prompts]
     translator.translate([chosen[0].prompt])  # warm-up
     rows = []
     for item in chosen:
@@ -85,8 +88,8 @@ def verified(cache: Path, n_prompts: int, n: int, amp: str, bank: Path) -> None:
         mine = [r for r in rows if r[0].answer_type == t]
         if mine:
             g, v = statistics.median(r[1] for r in mine), statistics.median(r[2] for r in mine)
-            print(f"{t:>14}: median {v:.1f} s/prompt verified vs {g:.1f} s greedy ({v / g:.1f}x), "
-                  f"{len(mine)} prompts")
+            print(f"{t:>14}: median {v:.1f} s/prompt verified (max {max(r[2] for r in mine):.1f} s) vs {g:.1f} s "
+                  f"greedy ({v / g:.1f}x), {len(mine)} prompts")
 
 
 def main() -> None:
@@ -95,7 +98,7 @@ def main() -> None:
     p.add_argument("--amp", default="none", choices=["none", "bfloat16"])
     p.add_argument("--candidates", type=int, default=0, help="time verified translation with N candidates")
     p.add_argument("--dod", type=Path, default=BANK.parent / "smollm2-135m-comp",
-                   help="with --candidates: the bank whose clean held-out tasks are timed")
+                   help="with --candidates: the bank whose held-out tasks are timed")
     args = p.parse_args()
     cache = Path(os.environ.get("SOFT2HARD_CACHE", default_cache_dir()))
     if args.candidates:

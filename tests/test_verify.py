@@ -81,9 +81,14 @@ def test_unverified_when_no_text_beats_the_empty_one(tiny_llama, monkeypatch, ca
         verdict = verify(tiny_llama, torch.zeros(2, tiny_llama.d_model), [("worse", "a"), ("tied but further", "b")],
                          task, task.examples[:2])
     assert not verdict.verified and verdict.best.origin == "b"  # ranked by agreement first, then KL
-    assert "verified: false" in caplog.text
+    assert "verified: false" in caplog.text and verdict.verified_by is None
     fake["better"] = (0.75, 0.01)
-    assert verify(tiny_llama, torch.zeros(2, tiny_llama.d_model), [("better", "c")], task, task.examples[:2]).verified
+    closer = verify(tiny_llama, torch.zeros(2, tiny_llama.d_model), [("better", "c")], task, task.examples[:2])
+    assert closer.verified and closer.verified_by == "kl"  # same agreement as no text: a lower KL only
+    fake["agrees more"] = (1.0, 0.5)
+    agrees = verify(tiny_llama, torch.zeros(2, tiny_llama.d_model), [("better", "c"), ("agrees more", "d")], task,
+                    task.examples[:2])
+    assert agrees.best.origin == "d" and agrees.to_dict()["verified_by"] == "agreement"
 
 
 def test_labelled_accuracy_uses_the_instruction_line(tiny_llama):

@@ -285,6 +285,8 @@ def _card(title: str, text: Any, entry: dict, cls: str = "card") -> str:
     stats = [f"{k} {_fmt(entry[k])}" for k in ("perplexity", "faithfulness") if not math.isnan(_num(entry.get(k)))]
     if entry.get("selected"):  # translator_selected: which candidate won, and whether it beat no text
         verdict = "verified" if entry.get("verified") else "NOT verified: no text sent"
+        if entry.get("verified_by") == "kl":
+            verdict = "verified by a lower KL only"
         stats.append(f"selected {entry['selected']} ({verdict}; agreement {_fmt(entry.get('selection_agreement'))} "
                      f"on {entry.get('selection_inputs')} validation inputs)")
     if entry.get("inducer"):

@@ -172,7 +172,8 @@ def _print_verdict(args, lm, interpreter, prompt, task) -> None:
                           "prompt": str(args.prompt), "model": lm.name}, indent=2))
         return
     print(verdict.best.text)
-    flag = "verified" if verdict.verified else "NOT verified: no candidate beats the empty text"
+    flag = {"agreement": "verified", None: "NOT verified: no candidate beats the empty text",
+            "kl": "verified by a lower KL only (no more answers agree than with no text)"}[verdict.verified_by]
     print(f"  {flag}; agreement {verdict.best.agreement:.3f} (empty text {verdict.empty.agreement:.3f}) on "
           f"{verdict.n_inputs} inputs of {task.name}; {len(verdict.ranked)} candidates in {verdict.seconds:.0f} s")
 

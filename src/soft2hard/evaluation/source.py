@@ -168,6 +168,7 @@ class SourceSide:
                                      seed=item.split_seed)
         chosen = verdict.best if verdict.verified else verdict.empty
         return {"text": chosen.text, "selected": chosen.origin, "verified": verdict.verified,
+                "verified_by": verdict.verified_by,
                 "selection_agreement": chosen.agreement, "selection_kl": chosen.mean_kl,
                 "selection_inputs": verdict.n_inputs, "seconds": round(verdict.seconds, 1),
                 "ranked": [{"text": c.text, "origin": c.origin, "agreement": c.agreement, "mean_kl": c.mean_kl}

@@ -64,8 +64,18 @@ class Verdict:
     n_inputs: int
     seconds: float
 
+    @property
+    def verified_by(self) -> str | None:
+        """``"agreement"`` when the best text reproduces more of the soft prompt's answers than no text; ``"kl"``
+        when it only moves the model's distribution closer (same agreement, lower KL: a weaker guarantee, e.g. a
+        wrong instruction that still shifts the model a little); None when not verified."""
+        if not self.verified:
+            return None
+        return "agreement" if self.best.agreement > self.empty.agreement else "kl"
+
     def to_dict(self) -> dict:
         return {"text": self.best.text, "origin": self.best.origin, "verified": self.verified,
+                "verified_by": self.verified_by,
                 "agreement": self.best.agreement, "mean_kl": self.best.mean_kl, "accuracy": self.best.accuracy,
                 "empty": asdict(self.empty), "n_inputs": self.n_inputs, "seconds": round(self.seconds, 2),
                 "ranked": [asdict(c) for c in self.ranked]}
