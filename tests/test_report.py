@@ -188,6 +188,10 @@ def test_selection_and_induction_provenance_are_on_their_cards(tmp_path):
     assert "selected translator:beam:1 (verified; agreement 0.750 on 16 validation inputs)" in text
     assert "selected empty (NOT verified: no text sent; agreement 0.250 on 8 validation inputs)" in text
     assert "induced by api:gemma-3-270m from 5 demos" in text
+    texts["gen/plural"]["texts"]["translator_selected"]["verified_by"] = "kl"  # same agreement as no text
+    (folder / "texts.json").write_text(json.dumps(texts))
+    text = write_report(folder).read_text(encoding="utf-8")
+    assert "selected translator:beam:1 (verified by a lower KL only; agreement 0.750 on 16 validation inputs)" in text
 
 
 def test_optional_files_absent_and_out(tmp_path):
