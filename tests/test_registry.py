@@ -64,7 +64,7 @@ def test_describe_method_translator_matches_translate(tiny_translator, tiny_dod,
               "--device", "cpu", "--json"]
     assert main(["describe", "--method", "translator", "--cue", "labels", *common]) == 0
     described = json.loads(capsys.readouterr().out)
-    assert main(["translate", "--cue", "labels", "--max-new-tokens", "64", *common]) == 0
+    assert main(["translate", "--cue", "labels", "--max-new-tokens", "64", "--candidates", "1", *common]) == 0
     translated = json.loads(capsys.readouterr().out)
     assert described["method"] == "translator"
     assert described["descriptions"][0]["text"] == translated["text"]

@@ -153,18 +153,29 @@ def test_translate_cli_json_and_errors(tmp_path, trained, tiny_dod, tiny_llama_d
     m = Manifest.load(tiny_dod)
     entry = m.tasks[0].prompts[0]
     prompt_dir = m.resolve(entry)
-    proc = _cli("translate", prompt_dir, "--model", tiny_llama_dir, "--translator", trained, "--json")
+    proc = _cli("translate", prompt_dir, "--model", tiny_llama_dir, "--translator", trained, "--json",
+                "--candidates", 1)  # the greedy translation, unverified
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     kind = get_task(SoftPrompt.load(prompt_dir).metadata["task"]).answer_type
     assert isinstance(out["text"], str) and out["cue"] == ("labels" if kind == "classification" else "instruction")
     assert list(out["texts"]) == [out["cue"]]
-    # a prompt whose kind is unknown (a bare tensor file) gets both texts
+    # by default the translation is verified on the inputs of the task the prompt names (8 candidates); this model
+    # has no InSPEcT profile, so its text is left out of the candidates, with a notice
+    proc = _cli("translate", prompt_dir, "--model", tiny_llama_dir, "--translator", trained, "--json",
+                "--max-new-tokens", 8, "--n-inputs", 3)
+    assert proc.returncode == 0, proc.stderr
+    verified = json.loads(proc.stdout)
+    assert verified["task"] == SoftPrompt.load(prompt_dir).metadata["task"] and verified["n_inputs"] == 3
+    assert isinstance(verified["verified"], bool) and verified["empty"]["origin"] == "empty"
+    assert "inspect" not in {r["origin"] for r in verified["ranked"]} and "no calibrated InSPEcT profile" in proc.stderr
+    # a prompt whose kind is unknown (a bare tensor file) gets both texts, unverified (it names no task)
     bare = tmp_path / "bare.safetensors"
     save_file({"prompt": SoftPrompt.load(prompt_dir).tensor}, str(bare))
     proc = _cli("translate", bare, "--model", tiny_llama_dir, "--translator", trained)
     assert proc.returncode == 0, proc.stderr
     assert [line.split(":")[0] for line in proc.stdout.splitlines()] == ["instruction", "labels"]
+    assert "not verified" in proc.stderr and "--inputs" in proc.stderr
     other = SoftPrompt(torch.zeros(4, 64), model="gemma3-270m")
     other.save(tmp_path / "other")
     proc = _cli("translate", tmp_path / "other", "--model", tiny_llama_dir, "--translator", trained)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from soft2hard.cli.common import Parser, add_model_args, cache_dir, load_model_from_args, model_kwargs
 from soft2hard.errors import Soft2HardError
 from soft2hard.interpret.registry import NAMES
+
+logger = logging.getLogger(__name__)
+DEFAULT_CANDIDATES = 8  # verified by default (issue 21): about 17 s per prompt on a 2-core CPU (BENCHMARKS.md)
 
 
 def add_parsers(sub) -> None:
@@ -70,10 +74,12 @@ def add_parsers(sub) -> None:
                          "prompt, instruction for a generation prompt, both when its metadata does not say; with "
                          "--candidates, both unless given)")
     tl.add_argument("--max-new-tokens", type=int, default=64)
-    tl.add_argument("--candidates", type=int, default=1,
-                    help="N > 1: N translator candidates (greedy, beam, seeded samples), each scored on the source "
-                         "model by faithfulness to the soft prompt on unlabelled inputs; the best is returned, with "
-                         "verified: false when none beats the empty text (default 1: the greedy translation)")
+    tl.add_argument("--candidates", type=int, default=None,
+                    help="N translator candidates (greedy, beam, seeded samples) and the label-free InSPEcT text, "
+                         "each scored on the source model by faithfulness to the soft prompt on unlabelled inputs; "
+                         "the best is returned, with verified: false when none beats the empty text (default "
+                         f"{DEFAULT_CANDIDATES} when the prompt names its task or --inputs is given, else the greedy "
+                         "translation with a notice; 1: the greedy translation, unverified)")
     tl.add_argument("--inputs", default=None,
                     help="for --candidates: task name or JSONL/CSV file whose validation inputs are scored "
                          "(default: the task named in the prompt's metadata)")
@@ -100,9 +106,9 @@ def cmd_translate(args) -> None:
                              f"{args.model!r}; translate it with a translator for {prompt.model!r}")
     from soft2hard.interpret.registry import InterpreterSettings, get_interpreter
 
-    if args.candidates < 1 or args.n_inputs < 1 or args.labelled < 0:
+    if (args.candidates is not None and args.candidates < 1) or args.n_inputs < 1 or args.labelled < 0:
         raise Soft2HardError("--candidates and --n-inputs must be >= 1, --labelled >= 0")
-    task = _inputs_task(args, prompt) if args.candidates > 1 else None
+    task = _verification_task(args, prompt)
     lm = load_model_from_args(args)
     lm.check_prompt(prompt.tensor)
     settings = InterpreterSettings(cache_dir=cache_dir(args), translator=args.translator, profile=args.profile,
@@ -154,14 +160,34 @@ def _inputs_task(args, prompt):
     return get_task(name, cache_dir=cache_dir(args))
 
 
+def _verification_task(args, prompt):
+    """The task whose inputs the candidates are verified on, or None for the greedy translation: asked for with
+    ``--candidates 1``, or when ``--candidates`` was not given and no inputs are at hand (said in a notice)."""
+    if args.candidates is not None:
+        return _inputs_task(args, prompt) if args.candidates > 1 else None
+    try:
+        task = _inputs_task(args, prompt)
+    except Soft2HardError as err:
+        logger.warning("warning: the translation is not verified (%s)", err)
+        return None
+    args.candidates = DEFAULT_CANDIDATES
+    return task
+
+
 def _print_verdict(args, lm, interpreter, prompt, task) -> None:
     from soft2hard.interpret.registry import get_interpreter
+    from soft2hard.interpret.selection import find_profile
     from soft2hard.interpret.verify import select_translation, selection_inputs
 
     seed = int(prompt.metadata.get("seed", 0)) if not args.inputs else 0  # the prompt's own split
     cues = (args.cue,) if args.cue_given else ("instruction", "labels")
     tensor = prompt.tensor.to(lm.device)
-    extra = [] if args.no_inspect else [
+    no_inspect = args.no_inspect
+    if not no_inspect and args.profile is None and not find_profile(cache_dir(args), lm.name).exists():
+        logger.info("the label-free InSPEcT text is not a candidate: %s has no calibrated InSPEcT profile "
+                    "(soft2hard calibrate, or --profile)", lm.name)
+        no_inspect = True
+    extra = [] if no_inspect else [
         (get_interpreter("inspect", lm, interpreter.settings).describe(tensor)[0].text, "inspect")]
     inputs = selection_inputs(task, seed, args.n_inputs)
     verdict = select_translation(lm, interpreter.translator, tensor, task, inputs, n=args.candidates,
