@@ -3,7 +3,8 @@
     python scripts/fresh_prompts.py --per-bucket 3 --out runs/fresh --translator runs/tr-all [--dod A B]
 
 Picks the first `--per-bucket` clean held-out tasks of each result bucket (general, general:comp,
-classification, classification:comp, classification:sentence) in manifest order (a rule that reads no example),
+classification, classification:comp, classification:sentence) in manifest order (a rule that reads no example;
+tasks whose data cannot be loaded here, i.e. BIG-bench without its sdist, are left out and named),
 tunes one prompt per task with `soft2hard tune-many` at the tuning defaults (seed 0), writes a DoD manifest of
 them (`OUT/manifest.json`, all held out) and runs `translator eval --methods translator` on it. It then prints the
 fresh prompts' figures next to the DoD prompts' figures of the same tasks (from `--dod-rows`, the rows.json of a
@@ -25,8 +26,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from soft2hard.dod.manifest import Manifest, PromptEntry, TaskEntry, without_leaking_training  # noqa: E402
+from soft2hard.errors import Soft2HardError  # noqa: E402
 from soft2hard.interpret.comparison import bucket  # noqa: E402
 from soft2hard.tasks.files import load_task_file  # noqa: E402
+from soft2hard.tasks.registry import get_task  # noqa: E402
 
 
 def run(cmd: list[str]) -> None:
@@ -42,6 +45,26 @@ def figures(rows: list[dict], tasks: set[str]) -> dict[str, str]:
         out[b] = (f"{key} {statistics.fmean(r[key] for r in sel):.3f}, cosine "
                   f"{statistics.fmean(r['cosine'] for r in sel):.3f} (n={len(sel)})")
     return out
+
+
+def pooled(rows: list[dict], tasks: set[str]) -> dict[str, str]:
+    """Classification and generation buckets pooled (a few tasks per bucket are too few to compare alone)."""
+    out = {}
+    for kind, key in (("classification", "class_rate"), ("general", "rouge_l")):
+        sel = [r for r in rows if r["kind"].startswith(kind) and r["task"] in tasks and r["method"] == "translator"]
+        if sel:
+            out[kind] = (f"{key} {statistics.fmean(r[key] for r in sel):.3f}, cosine "
+                         f"{statistics.fmean(r['cosine'] for r in sel):.3f} (n={len(sel)})")
+    return out
+
+
+def loadable(name: str) -> bool:
+    """Whether a task's examples can be built on this machine (BIG-bench tasks need the sdist, see DOD_CARD.md)."""
+    try:
+        get_task(name)
+    except Soft2HardError:
+        return False
+    return True
 
 
 def slug(name: str) -> str:
@@ -71,10 +94,19 @@ def main() -> None:
     exe = [sys.executable, "-m", "soft2hard.cli"]
     manifest, _ = without_leaking_training(Manifest.load_many(args.dod))
     chosen: dict[str, list] = {}
+    unavailable: list[str] = []
     for t in manifest.clean_heldout():
         chosen.setdefault(bucket(t), [])
-        if len(chosen[bucket(t)]) < args.per_bucket:
-            chosen[bucket(t)].append(t)
+        if len(chosen[bucket(t)]) >= args.per_bucket:
+            continue
+        if not loadable(t.name):
+            unavailable.append(t.name)
+            continue
+        chosen[bucket(t)].append(t)
+    if unavailable:
+        print(f"left out {len(unavailable)} tasks whose data cannot be loaded here (BIG-bench needs "
+              f"SOFT2HARD_BIGBENCH_SDIST): {', '.join(unavailable[:5])}{' ...' if len(unavailable) > 5 else ''}",
+              flush=True)
     tasks = [t for ts in chosen.values() for t in ts] + [user_entry(path) for path in args.user]
     sources = {t.name: t.name for t in tasks} | {f"user/{p.stem}": str(p) for p in args.user}
     prompts = args.out / "prompts"
@@ -99,11 +131,18 @@ def main() -> None:
              "--methods", "translator", "--out", str(ev)])
     names = {t.name for t in tasks if not t.name.startswith("user/")}
     rows = json.loads((ev / "rows.json").read_text())
-    fresh = figures(rows, names)
-    dod = figures(json.loads(args.dod_rows.read_text()), names) if args.dod_rows else {}
+    dod_rows = json.loads(args.dod_rows.read_text()) if args.dod_rows else []
+    if dod_rows:  # like for like: the tasks the translator's own bank evaluation kept (clean for it)
+        kept = {r["task"] for r in dod_rows if r["method"] == "translator"}
+        if names - kept:
+            print(f"not compared (not clean for this translator): {', '.join(sorted(names - kept))}")
+        names &= kept
+    fresh, dod = figures(rows, names), figures(dod_rows, names)
     print("| bucket | fresh prompts (tune defaults) | DoD prompts, same tasks |\n|---|---|---|")
     for b, text in fresh.items():
         print(f"| {b} | {text} | {dod.get(b, '')} |")
+    for b, text in pooled(rows, names).items():
+        print(f"| all {b} | {text} | {pooled(dod_rows, names).get(b, '')} |")
     for r in rows:
         if r["task"].startswith("user/"):
             print(f"| {r['task']} (user file) | class_rate {r['class_rate']:.3f}: {r['text']!r} | |")

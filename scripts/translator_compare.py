@@ -6,7 +6,8 @@ translator output repeats a training reference almost verbatim (ROUGE-L >= 0.9 a
 
 Usage: python scripts/translator_compare.py --dod DOD [DOD ...] [--common] [--clean] NAME=EVAL NAME=EVAL ...
 
-EVAL is a ``translator eval`` folder or its ``rows.json`` (e.g. the raw rows committed under docs/data).
+EVAL is a ``translator eval`` folder or its ``rows.json`` (e.g. the raw rows committed under docs/data), or
+``FILE.json:KEY`` for one run of a file that holds several (``docs/data/scale_translator_rows.json:shipped``).
 ``--common`` keeps only the tasks every folder scored (translators trained on different tasks have different clean
 held-out sets); ``--clean`` keeps only the clean held-out tasks of the ``--dod`` bank(s) (``Manifest.clean_heldout``:
 no label named in a training reference, no split group shared with a training task; a ``distilled/T`` prompt
@@ -35,7 +36,8 @@ def mean_std(values: list[float]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("evals", nargs="+", help="NAME=PATH: a translator eval folder or its rows.json")
+    ap.add_argument("evals", nargs="+", help="NAME=PATH: a translator eval folder, its rows.json, or FILE.json:KEY "
+                                             "(one run of a file that holds several, as docs/data does)")
     ap.add_argument("--dod", type=Path, nargs="+", required=True,
                     help="the DoD(s) whose training references count as memorised")
     ap.add_argument("--common", action="store_true", help="only the tasks that every folder scored")
@@ -43,9 +45,11 @@ def main() -> None:
     args = ap.parse_args()
     runs = {}
     for pair in args.evals:
-        name, _, path = pair.partition("=")
-        path = Path(path)
-        runs[name] = json.loads((path / "rows.json" if path.is_dir() else path).read_text(encoding="utf-8"))
+        name, _, spec = pair.partition("=")
+        spec, _, key = spec.partition(".json:")
+        path = Path(spec + ".json" if key else spec)
+        rows = json.loads((path / "rows.json" if path.is_dir() else path).read_text(encoding="utf-8"))
+        runs[name] = rows[key] if key else rows
     manifest = Manifest.load_many(args.dod)
     if args.clean:
         clean = {t.name for t in manifest.clean_heldout()}
