@@ -178,6 +178,19 @@ def test_translator_eval_leaves_leaking_heldout_tasks_out(tmp_path, tiny_llama_d
     assert "2 of 4 held-out tasks are excluded" in caplog.text
 
 
+def test_the_leak_check_says_when_the_translators_training_tasks_are_not_in_the_dod(tmp_path, caplog):
+    """A DoD that lacks the translator's training tasks (fresh prompts in their own manifest) cannot show that their
+    references name a held-out label: the check says so instead of passing silently."""
+    m = _leaky_manifest(tmp_path / "d")
+    trained = [t.name for t in m.tasks if t.split == "train"]
+    with caplog.at_level(logging.WARNING):
+        m.clean_heldout(trained_on=trained)
+    assert "not in this DoD" not in caplog.text
+    with caplog.at_level(logging.WARNING):
+        m.clean_heldout(trained_on=[*trained, "bigbench/some_other_task"])
+    assert "1 of the translator's" in caplog.text and "bigbench/some_other_task" in caplog.text
+
+
 # --- gen/* template families -------------------------------------------------------------------------------
 
 

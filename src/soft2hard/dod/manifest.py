@@ -218,6 +218,11 @@ class Manifest:
         if trained_on is not None:
             names = set(trained_on)
             tasks = [t for t in tasks if t.split == "heldout" or t.name in names]
+            unseen = names - {t.name for t in self.tasks}
+            if unseen:  # e.g. fresh prompts in a manifest of their own: their labels may be in those references
+                logger.warning("note: %d of the translator's %d training tasks are not in this DoD, so the leak check "
+                               "cannot read their references (e.g. %s); give the bank(s) it trained on as well to "
+                               "check them", len(unseen), len(names), min(unseen))
         return heldout_leaks(tasks)
 
     def clean_heldout(self, kind: str | None = None, trained_on: Iterable[str] | None = None) -> list[TaskEntry]:
