@@ -66,6 +66,16 @@ def test_shards_are_append_only_and_hold_each_job_once(grown):
     assert atomic.read_json(first)["provenance"] == provenance()  # each shard records the software that wrote it
 
 
+def test_a_best_only_shard_keeps_each_jobs_best_checkpoint(grown, tmp_path):
+    out, _, full, *_ = grown
+    cfg, planned = load_build(out)
+    shard = banks.append_shard(out, tmp_path / "b", finished_job_entries(out, cfg, planned), best_only=True)
+    jobs = banks._read_shard(shard)
+    assert len(jobs) == 5 and all(len(j["task"]["prompts"]) == 1 and j["task"]["prompts"][0]["best"] for j in jobs)
+    everything = banks.append_shard(out, tmp_path / "all", finished_job_entries(out, cfg, planned))
+    assert sum(len(j["task"]["prompts"]) for j in banks._read_shard(everything)) > len(jobs)  # 2 checkpoints a job
+
+
 def test_sharded_bank_loads_as_the_builds_manifest_in_fp16(grown):
     _, bank, full, *_ = grown
     loaded = Manifest.load(bank)

@@ -125,7 +125,8 @@ def cmd_dod(args) -> None:
 
         build_dir = args.dod.parent if args.dod.is_file() else args.dod
         cfg, planned = load_build(build_dir)
-        shard = append_shard(build_dir, args.out, finished_job_entries(build_dir, cfg, planned))
+        shard = append_shard(build_dir, args.out, finished_job_entries(build_dir, cfg, planned),
+                             best_only=args.best_only)
         bank = Manifest.load(args.out) if shard or args.out.is_dir() else None
         n = sum(len(t.prompts) for t in bank.tasks) if bank else 0
         print(f"{shard or 'no new jobs'}; {args.out}: {len(bank.tasks) if bank else 0} tasks, {n} prompts")

@@ -81,11 +81,12 @@ def banked_jobs(bank: Path) -> set[tuple[str, int]]:
     return {(job["task"]["name"], job["seed"]) for f in _shard_files(bank) for job in _read_shard(f)}
 
 
-def append_shard(build_dir: Path, bank: Path, job_entries) -> Path | None:
+def append_shard(build_dir: Path, bank: Path, job_entries, best_only: bool = False) -> Path | None:
     """Add one shard with the finished jobs of ``build_dir`` that ``bank`` lacks; None when there are none.
 
     ``job_entries`` is an iterable of ((task, seed), :class:`TaskEntry` of that one job), in plan order (from
-    :func:`soft2hard.dod.build.finished_job_entries`). The bank's plan must be the build's plan."""
+    :func:`soft2hard.dod.build.finished_job_entries`). The bank's plan must be the build's plan. ``best_only``
+    keeps each job's best checkpoint only (a job with none marked keeps them all)."""
     bank, build_dir = Path(bank), Path(build_dir)
     plan_src, plan_dst = build_dir / PLAN_NAME, bank / PLAN_NAME
     if not plan_src.is_file():
@@ -102,7 +103,8 @@ def append_shard(build_dir: Path, bank: Path, job_entries) -> Path | None:
         if (task, seed) in have:
             continue
         prompts = []
-        for p in entry.prompts:
+        kept = [p for p in entry.prompts if p.best] if best_only else []
+        for p in kept or entry.prompts:
             tensors[p.id] = build_manifest.load_prompt(p).to(torch.float16)
             prompts.append(replace(p, file=f"{SHARD_DIR}/{name}.safetensors", key=p.id).to_dict())
         jobs.append({"seed": seed, "task": {**entry.to_dict(), "prompts": prompts}})
