@@ -37,24 +37,18 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True)
 
 
-def figures(rows: list[dict], tasks: set[str]) -> dict[str, str]:
+def figures(rows: list[dict], tasks: set[str], pooled: bool = False) -> dict[str, str]:
+    """The translator's mean figures per result bucket of ``tasks``; ``pooled``: per answer type (classification,
+    general), since a few tasks per bucket are too few to compare alone."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["task"] in tasks and r["method"] == "translator":
+            groups.setdefault(r["kind"].split(":")[0] if pooled else r["kind"], []).append(r)
     out = {}
-    for b in sorted({r["kind"] for r in rows if r["task"] in tasks}):
-        sel = [r for r in rows if r["kind"] == b and r["task"] in tasks and r["method"] == "translator"]
+    for b, sel in sorted(groups.items()):
         key = "class_rate" if b.startswith("classification") else "rouge_l"
         out[b] = (f"{key} {statistics.fmean(r[key] for r in sel):.3f}, cosine "
                   f"{statistics.fmean(r['cosine'] for r in sel):.3f} (n={len(sel)})")
-    return out
-
-
-def pooled(rows: list[dict], tasks: set[str]) -> dict[str, str]:
-    """Classification and generation buckets pooled (a few tasks per bucket are too few to compare alone)."""
-    out = {}
-    for kind, key in (("classification", "class_rate"), ("general", "rouge_l")):
-        sel = [r for r in rows if r["kind"].startswith(kind) and r["task"] in tasks and r["method"] == "translator"]
-        if sel:
-            out[kind] = (f"{key} {statistics.fmean(r[key] for r in sel):.3f}, cosine "
-                         f"{statistics.fmean(r['cosine'] for r in sel):.3f} (n={len(sel)})")
     return out
 
 
@@ -141,8 +135,9 @@ def main() -> None:
     print("| bucket | fresh prompts (tune defaults) | DoD prompts, same tasks |\n|---|---|---|")
     for b, text in fresh.items():
         print(f"| {b} | {text} | {dod.get(b, '')} |")
-    for b, text in pooled(rows, names).items():
-        print(f"| all {b} | {text} | {pooled(dod_rows, names).get(b, '')} |")
+    dod_pooled = figures(dod_rows, names, pooled=True)
+    for b, text in figures(rows, names, pooled=True).items():
+        print(f"| all {b} | {text} | {dod_pooled.get(b, '')} |")
     for r in rows:
         if r["task"].startswith("user/"):
             print(f"| {r['task']} (user file) | class_rate {r['class_rate']:.3f}: {r['text']!r} | |")
