@@ -257,3 +257,19 @@ def test_quality_validation_picks_the_best_decoded_checkpoint(tmp_path, tiny_lla
     assert 0.0 <= validation_quality(tr.lm, val, max_new_tokens=4) <= 1.0
     with pytest.raises(Soft2HardError, match="validation_metric"):
         TranslatorConfig(validation_metric="bleu")
+
+
+def test_the_family_cap_can_spare_classification_tasks(tmp_path):
+    general = [entry(f"comp/count_letter/c{i:02d}") for i in range(8)]
+    labelled = [entry(f"comp/category_pair/p{i:02d}", kind="classification", labels=["bird", "candy"])
+                for i in range(8)]
+    tasks = general + labelled
+    capped = [t.name for t in cap_families(tasks, 3, 0, kinds="general")]
+    assert sum(n.startswith("comp/count_letter/") for n in capped) == 3
+    assert [n for n in capped if n.startswith("comp/category_pair/")] == [t.name for t in labelled]
+    assert len(cap_families(tasks, 3, 0)) == 6  # no kinds: every family capped
+    m = Manifest.load(_bank(tmp_path / "bank", tasks))
+    train, _ = prepare_examples(m, TranslatorConfig(max_tasks_per_family=3, cap_kinds="general"))
+    assert family_counts(train) == {"comp/count_letter": 3, "comp/category_pair": 8}
+    with pytest.raises(Soft2HardError, match="not a task kind"):
+        TranslatorConfig(cap_kinds="general,sentences")

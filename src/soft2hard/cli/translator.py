@@ -38,6 +38,8 @@ def add_parsers(sub) -> None:
                    help="train on a seeded subset of this many training tasks (learning curves; default 0: all)")
     t.add_argument("--max-tasks-per-family", type=int, default=0,
                    help="keep at most N training tasks of each family (comp/<family>, bigbench, ni, ...; 0: all)")
+    t.add_argument("--cap-kinds", default="",
+                   help="apply --max-tasks-per-family only to these kinds, e.g. general (default: every kind)")
     t.add_argument("--repeat", default="",
                    help="repeat a family's examples per epoch, e.g. bigbench=3,ni=3 (up-weights small families)")
     t.add_argument("--lr", type=float, default=1e-3)
@@ -219,7 +221,8 @@ def cmd_translator(args) -> None:
                                validation_tasks=args.validation_tasks, eval_every=args.eval_every,
                                patience=args.patience, max_train_tasks=args.max_train_tasks,
                                validation_metric=args.validation_metric,
-                               max_tasks_per_family=args.max_tasks_per_family, repeat=args.repeat)
+                               max_tasks_per_family=args.max_tasks_per_family,
+                               cap_kinds=args.cap_kinds, repeat=args.repeat)
         manifest = Manifest.load_many(args.dod)
         if args.kinds:
             kinds = {k.strip() for k in args.kinds.split(",")}

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from soft2hard import atomic
+from soft2hard.dod.manifest import TASK_KINDS
 from soft2hard.errors import Soft2HardError
 from soft2hard.interpret.base import Description
 from soft2hard.lm import LanguageModel
@@ -61,6 +62,7 @@ class TranslatorConfig:
     max_train_tasks: int = 0  # train on a seeded subset of this many tasks (0: all; nested across sizes)
     validation_metric: str = "loss"  # loss: mean target loss (lower) | quality: decoded ROUGE-L / class rate (higher)
     max_tasks_per_family: int = 0  # keep a seeded subset of at most this many training tasks per family (0: all)
+    cap_kinds: str = ""  # the kinds max_tasks_per_family applies to, e.g. "general" (empty: every kind)
     repeat: str = ""  # "bigbench=3,ni=3": each example of these families appears that many times per epoch
 
     def __post_init__(self) -> None:
@@ -68,6 +70,10 @@ class TranslatorConfig:
         check_ints(self, "warmup_steps", "validation_tasks", "eval_every", "patience", "max_train_tasks",
                    "max_tasks_per_family", minimum=0)
         parse_repeat(self.repeat)
+        unknown_kinds = [k for k in self.cap_kinds.split(",") if k and k not in TASK_KINDS]
+        if unknown_kinds:
+            raise Soft2HardError(f"cap_kinds: {', '.join(unknown_kinds)} is not a task kind "
+                                 f"({', '.join(TASK_KINDS)})")
         check_ints(self, "seed", minimum=None)
         check_numbers(self, "lr")
         check_numbers(self, "weight_decay", positive=False)

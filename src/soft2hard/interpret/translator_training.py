@@ -139,15 +139,18 @@ def in_family(family: str, spec: str) -> bool:
     return family == spec or family.startswith(spec + "/")
 
 
-def cap_families(tasks: list, n: int, seed: int) -> list:
-    """At most ``n`` tasks of each :func:`task_family` (a seeded choice; all when ``n`` is 0). The bank's big
-    generator families (2-label category pairs, sentence topics) would otherwise set the style of every output."""
+def cap_families(tasks: list, n: int, seed: int, kinds: str = "") -> list:
+    """At most ``n`` tasks of each :func:`task_family` (a seeded choice; all when ``n`` is 0), counting only the
+    tasks of ``kinds`` (comma-separated; empty: every kind), the others all kept. The bank's big generator
+    families would otherwise set the style of every output; capping only the general ones keeps every label set."""
     if n <= 0:
         return list(tasks)
+    capped = {k for k in kinds.split(",") if k} or {t.kind for t in tasks}
     by_family: dict[str, list] = {}
     for t in sorted(tasks, key=lambda t: t.name):
-        by_family.setdefault(task_family(t.name), []).append(t)
-    keep: set[str] = set()
+        if t.kind in capped:
+            by_family.setdefault(task_family(t.name), []).append(t)
+    keep = {t.name for t in tasks if t.kind not in capped}
     for family, members in by_family.items():
         random.Random(f"translator-cap:{seed}:{family}").shuffle(members)
         keep.update(t.name for t in members[:n])
@@ -186,7 +189,7 @@ def prepare_examples(manifest, cfg: TranslatorConfig) -> tuple[list[TranslationE
     then the task subset, the per-family cap and the repeats (validation is never capped or repeated)."""
     train, validation = validation_split(manifest.split("train"), cfg.validation_tasks, cfg.seed)
     train = subset_tasks(train, cfg.max_train_tasks, cfg.seed)
-    train = cap_families(train, cfg.max_tasks_per_family, cfg.seed)
+    train = cap_families(train, cfg.max_tasks_per_family, cfg.seed, cfg.cap_kinds)
     examples = repeat_examples(training_examples(manifest, cfg, tasks=train), cfg.repeat)
     return examples, (training_examples(manifest, cfg, tasks=validation) if validation else [])
 
