@@ -2,7 +2,8 @@
 # The scale DoD (issue 18): compositional tasks, 2 seeds, mixed tuning recipes, packs of 8, on SmolLM2-135M.
 # Resumable from scratch on a new machine: --bank copies the committed bank's plan into an empty runs/ and skips
 # every banked job. After a while, bank what finished (append-only shard) and commit it:
-#   soft2hard dod pack runs/dod-comp --append --out dod/smollm2-135m-comp
+#   soft2hard dod pack runs/dod-comp --append --encoding mixed --out dod/smollm2-135m-comp
+# (mixed: each job's best checkpoint in fp16, the other in int8; docs/DOD_CARD.md)
 set -euo pipefail
 OUT=${OUT:-runs/dod-comp}
 BANK=${BANK:-dod/smollm2-135m-comp}

@@ -17,6 +17,7 @@ from soft2hard.dod.build import build, finished_job_entries, is_finished
 from soft2hard.dod.config import BuildConfig, load_build
 from soft2hard.dod.manifest import Manifest
 from soft2hard.errors import Soft2HardError
+from soft2hard.prompts import _read_safetensors
 
 COMP = ("comp/arith/add-7", "comp/word_rule/vowels", "comp/word_test/starts-s-yes")
 TUNING = {"n_tokens": 4, "steps": 4, "eval_every": 2, "lr": 3e-2, "batch_size": 4, "max_eval_examples": 4,
@@ -129,6 +130,95 @@ def test_a_bank_refuses_another_builds_shards(grown, tmp_path, tiny_llama_dir, c
     build(other, _cfg(tiny_llama_dir, split_seed=1), cache_dir, workers=0, progress=False, max_jobs=1, pack=2)
     with pytest.raises(Soft2HardError, match="another build's plan"):
         _append(other, bank)
+
+
+def test_int8_prompts_round_trip_within_half_a_step_per_token_row():
+    x = torch.randn(5, 64) * torch.tensor([0.01, 0.1, 1.0, 10.0, 100.0])[:, None]  # rows of very different norms
+    stored = banks.encode_prompt("p", x, "int8")
+    assert stored["p"].dtype == torch.int8 and stored["p.scale"].shape == (5, 1)
+    back = banks.decode_prompt(stored, "p")
+    step = x.abs().amax(dim=1, keepdim=True) / 127
+    assert ((back - x).abs() <= step / 2 + 1e-6 * step).all()
+    assert torch.equal(banks.decode_prompt(banks.encode_prompt("p", x, "float16"), "p"), x.half().float())
+    with pytest.raises(Soft2HardError, match="no \\[n, 1\\] scale"):
+        banks.decode_prompt({"p": stored["p"]}, "p")
+    with pytest.raises(Soft2HardError, match="not one of"):
+        banks.encode_prompt("p", x, "int4")
+
+
+def test_an_int8_copy_of_a_bank_keeps_its_jobs_and_grows_like_it(grown, tmp_path, tiny_llama_dir, cache_dir):
+    out, bank, full, first, *_ = grown
+    small = tmp_path / "int8"
+    written = banks.reencode_bank(bank, small, "int8")
+    assert [f.name for f in written] == [f.name for f in banks._shard_files(bank)]
+    assert banks.banked_jobs(small) == banks.banked_jobs(bank)
+    assert banks.reencode_bank(bank, small, "int8") == []  # resumable: finished shards are not rewritten
+    loaded = Manifest.load(small)
+    assert loaded.settings["dtype"] == "int8" and Manifest.load(bank).settings["dtype"] == "float16"
+    want, got = _prompts(Manifest.load(bank)), _prompts(loaded)
+    assert want.keys() == got.keys()
+    for key, tensor in want.items():
+        assert (got[key] - tensor).abs().max() <= tensor.abs().max() / 127
+        assert torch.nn.functional.cosine_similarity(got[key].flatten(), tensor.flatten(), dim=0) > 0.999
+    def payload(b):  # tensor bytes (the tiny model's prompts are too small for file sizes to show it)
+        return sum(t.numel() * t.element_size() for f in (b / banks.SHARD_DIR).glob("*.safetensors")
+                   for t in _read_safetensors(f).values())
+
+    assert payload(small) < 0.6 * payload(bank)
+    best = banks.reencode_bank(bank, tmp_path / "best", "int8", best_only=True)
+    assert all(len(j["task"]["prompts"]) == 1 for f in best for j in banks._read_shard(f))
+    # the copy is a bank like the original: a build on an empty runs/ resumes from it and appends shards to it
+    partial = tmp_path / "partial"
+    (partial / banks.SHARD_DIR).mkdir(parents=True)
+    shutil.copy(small / "plan.json", partial / "plan.json")
+    for f in (small / banks.SHARD_DIR / first.name, (small / banks.SHARD_DIR / first.name).with_suffix(".safetensors")):
+        shutil.copy(f, partial / banks.SHARD_DIR / f.name)
+    build(tmp_path / "out", _cfg(tiny_llama_dir), cache_dir, workers=0, progress=False, pack=2, bank=partial)
+    cfg, planned = load_build(tmp_path / "out")
+    banks.append_shard(tmp_path / "out", partial, finished_job_entries(tmp_path / "out", cfg, planned),
+                       encoding="int8")
+    assert banks.banked_jobs(partial) == banks.banked_jobs(bank)
+    assert Manifest.load(partial).settings["dtype"] == "int8"
+
+
+def test_a_mixed_copy_keeps_the_best_checkpoints_exact_and_stores_the_others_in_int8(grown, tmp_path):
+    _, bank, *_ = grown
+    mixed = tmp_path / "mixed"
+    banks.reencode_bank(bank, mixed, "mixed")
+    original = Manifest.load(bank)
+    want, got = _prompts(original), _prompts(Manifest.load(mixed))
+    best = {e.id for t in original.tasks for e in t.prompts if e.best}
+    assert best and len(best) < len(want)
+    stored = {k: v for f in (mixed / banks.SHARD_DIR).glob("*.safetensors") for k, v in _read_safetensors(f).items()}
+    for key, tensor in want.items():
+        if key in best:  # what evaluations read: unchanged, so recorded figures re-measure identically
+            assert stored[key].dtype == torch.float16 and torch.equal(got[key], tensor)
+        else:
+            assert stored[key].dtype == torch.int8 and (got[key] - tensor).abs().max() <= tensor.abs().max() / 127
+    assert Manifest.load(mixed).settings["dtype"] == "mixed"
+    with pytest.raises(Soft2HardError, match="float16 or int8"):
+        banks.encode_prompt("p", torch.ones(2, 3), "mixed")
+
+
+def test_dod_pack_re_encodes_a_sharded_bank_from_the_command_line(grown, tmp_path):
+    import subprocess
+    import sys
+
+    _, bank, *_ = grown
+    cmd = [sys.executable, "-m", "soft2hard.cli", "dod", "pack", str(bank), "--out", str(tmp_path / "m")]
+    proc = subprocess.run(cmd + ["--encoding", "mixed"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 shard(s) written" in proc.stdout and "mixed" in proc.stdout
+    proc = subprocess.run(cmd + ["--encoding", "int4"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_a_re_encoding_refuses_the_bank_itself_and_a_build_folder(grown):
+    out, bank, *_ = grown
+    with pytest.raises(Soft2HardError, match="not the bank itself"):
+        banks.reencode_bank(bank, bank, "int8")
+    with pytest.raises(Soft2HardError, match="not a sharded bank"):
+        banks.reencode_bank(out, bank.parent / "x", "int8")
 
 
 def test_compositional_plan_splits_by_family_and_category():

@@ -76,18 +76,24 @@ def add_parsers(sub) -> None:
     b.add_argument("--only-split", choices=["train", "heldout"], default=None,
                    help="run only this split's unfinished runs now (held-out runs go first otherwise)")
     b.add_argument("--quiet", action="store_true")
-    p = dsub.add_parser("pack", help="pack a build into one fp16 bank file + manifest (small enough to commit)")
-    p.add_argument("dod", type=Path, help="build folder or manifest.json")
+    p = dsub.add_parser("pack", help="pack a build into one bank file + manifest (small enough to commit), or "
+                        "re-encode a sharded bank into a new one")
+    p.add_argument("dod", type=Path, help="build folder, manifest.json, or a sharded bank to re-encode")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--best-only", action="store_true", help="keep only each run's best checkpoint")
     p.add_argument("--append", action="store_true",
                    help="add the build's finished jobs that --out lacks as a new shard (a growing, committable bank)")
+    p.add_argument("--encoding", default="float16", choices=["float16", "int8", "mixed"],
+                   help="how prompts are stored: float16 (default), int8 with a scale per prompt token (half the "
+                        "size; its measured effect is in docs/DOD_CARD.md), or mixed: each run's best checkpoint "
+                        "in float16 (evaluations read it: their figures do not move), the others in int8")
     s = dsub.add_parser("show", help="summary of a DoD: tasks per kind and split, prompts, reference sources")
     s.add_argument("dod", type=Path)
     s.add_argument("--json", action="store_true", help="print every task entry as JSON")
 
 
 def cmd_dod(args) -> None:
+    from soft2hard.dod.bank import is_sharded, pack, reencode_bank
     from soft2hard.dod.manifest import Manifest
 
     if args.dod_command == "build":
@@ -126,15 +132,20 @@ def cmd_dod(args) -> None:
         build_dir = args.dod.parent if args.dod.is_file() else args.dod
         cfg, planned = load_build(build_dir)
         shard = append_shard(build_dir, args.out, finished_job_entries(build_dir, cfg, planned),
-                             best_only=args.best_only)
+                             best_only=args.best_only, encoding=args.encoding)
         bank = Manifest.load(args.out) if shard or args.out.is_dir() else None
         n = sum(len(t.prompts) for t in bank.tasks) if bank else 0
         print(f"{shard or 'no new jobs'}; {args.out}: {len(bank.tasks) if bank else 0} tasks, {n} prompts")
         return
+    if args.dod_command == "pack" and args.dod.is_dir() and is_sharded(args.dod):
+        written = reencode_bank(args.dod, args.out, args.encoding, best_only=args.best_only)
+        bank = Manifest.load(args.out)
+        size = sum(f.stat().st_size for f in (args.out / "shards").iterdir()) / 1e6
+        print(f"{args.out}: {len(written)} shard(s) written, {len(bank.tasks)} tasks, "
+              f"{sum(len(t.prompts) for t in bank.tasks)} prompts, {bank.settings['dtype']}, {size:.1f} MB")
+        return
     if args.dod_command == "pack":
-        from soft2hard.dod.bank import pack
-
-        packed = pack(Manifest.load(args.dod), args.out, best_only=args.best_only)
+        packed = pack(Manifest.load(args.dod), args.out, best_only=args.best_only, encoding=args.encoding)
         size = (args.out / "prompts.safetensors").stat().st_size / 2**20
         print(f"{args.out}: {len(packed.tasks)} tasks, {sum(len(t.prompts) for t in packed.tasks)} prompts, "
               f"{size:.1f} MiB")

@@ -264,10 +264,15 @@ class Manifest:
             cache[path] = _read_safetensors(path)
         if entry.key not in cache[path]:
             raise Soft2HardError(f"{path}: no tensor {entry.key!r} (prompt {entry.id!r})")
-        tensor = cache[path][entry.key]
-        if tensor.ndim != 2 or 0 in tensor.shape or not tensor.is_floating_point() or not torch.isfinite(tensor).all():
+        from soft2hard.dod.bank import decode_prompt
+
+        try:
+            tensor = decode_prompt(cache[path], entry.key)
+        except Soft2HardError as e:
+            raise Soft2HardError(f"{path}: {e}") from None
+        if tensor.ndim != 2 or 0 in tensor.shape or not torch.isfinite(tensor).all():
             raise Soft2HardError(f"{path}: tensor {entry.key!r} is not a finite non-empty [n, d] float soft prompt")
-        return tensor.float()
+        return tensor
 
     def iter_prompts(self, tasks: list[TaskEntry] | None = None):
         """(task, entry, tensor) for every prompt of ``tasks`` (default: all), reading each bank file once."""
