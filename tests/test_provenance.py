@@ -42,13 +42,19 @@ def _loads_or_lacks_bigbench(name: str) -> bool:
 
 
 def test_shipped_translator_records_its_training_tasks():
+    from soft2hard.dod.manifest import Manifest
+
     meta = atomic.read_json(SHIPPED_TRANSLATORS / "smollm2-135m" / TRANSLATOR_META)
-    manifest = atomic.read_json(ROOT / meta["dod"] / "manifest.json")
-    train = sorted(t["name"] for t in manifest["tasks"] if t["split"] == "train")
-    assert meta["training_tasks"] == train and len(train) == meta["train_tasks"]
+    banks = meta["dod"] if isinstance(meta["dod"], list) else [meta["dod"]]  # one bank, or several (sharded too)
+    manifest = Manifest.load_many([ROOT / b for b in banks])
+    train = sorted(t.name for t in manifest.split("train"))
+    trained = meta["training_tasks"]
+    assert trained == sorted(trained) and set(trained) <= set(train) and len(trained) == meta["train_tasks"]
+    if len(banks) == 1 and not meta["config"].get("validation_tasks"):
+        assert trained == train  # one bank, nothing set aside: every training task
     translator = Translator(lm=None, meta=meta)
-    heldout = [t["name"] for t in manifest["tasks"] if t["split"] == "heldout"]
-    assert translator.saw(train[0]) and not any(translator.saw(t) for t in heldout)
+    heldout = [t.name for t in manifest.split("heldout")]
+    assert translator.saw(trained[0]) and not any(translator.saw(t) for t in heldout)
     assert Translator(lm=None, meta={}).training_tasks is None  # a translator from before the field: unknown
 
 
