@@ -23,7 +23,12 @@ import torch  # noqa: E402
 
 from soft2hard.dod.manifest import Manifest  # noqa: E402
 from soft2hard.errors import Soft2HardError  # noqa: E402
-from soft2hard.interpret.translator import load_translator, shipped_translator, translate_batch  # noqa: E402
+from soft2hard.interpret.translator import (  # noqa: E402
+    KIND_CUE,
+    load_translator,
+    shipped_translator,
+    translate_batch,
+)
 from soft2hard.metrics import class_rate, rouge_l_score  # noqa: E402
 from soft2hard.models import load_model  # noqa: E402
 
@@ -44,20 +49,19 @@ def main() -> None:
     args = ap.parse_args()
     copies = dict(item.split("=", 1) for item in args.encoded)
     reference = Manifest.load(args.reference)
-    tasks = [t for t in reference.split(args.split)]
+    tasks = reference.split(args.split)
     chosen = [(t, e) for t in tasks for e in t.prompts if e.best == (args.prompts == "best")]
     if not chosen:
         raise Soft2HardError(f"{args.reference}: no {args.prompts} prompts among the {args.split} tasks")
     lm = load_model(reference.model, device="cpu", amp="bfloat16")
     load_translator(lm, args.translator or shipped_translator(reference.model))
-    torch.manual_seed(0)
 
     def read(bank: Manifest) -> tuple[list[torch.Tensor], list[str]]:
         by_id = {e.id: x for _, e, x in bank.iter_prompts(tasks)}
         prompts = [by_id[e.id] for _, e in chosen]
         texts: list[str] = [""] * len(chosen)
-        for kind, cue in (("classification", "labels"), ("general", "instruction")):
-            idx = [i for i, (t, _) in enumerate(chosen) if (t.kind == "classification") == (kind == "classification")]
+        for cue in sorted({KIND_CUE[t.kind] for t, _ in chosen}):  # one batch per cue
+            idx = [i for i, (t, _) in enumerate(chosen) if KIND_CUE[t.kind] == cue]
             for i, text in zip(idx, translate_batch(lm, [prompts[i] for i in idx], cue, 48)):
                 texts[i] = text
         return prompts, texts

@@ -93,7 +93,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_dod(args) -> None:
-    from soft2hard.dod.bank import is_sharded, pack, reencode_bank
+    from soft2hard.dod.bank import SHARD_DIR, is_sharded, pack, reencode_bank
     from soft2hard.dod.manifest import Manifest
 
     if args.dod_command == "build":
@@ -140,7 +140,7 @@ def cmd_dod(args) -> None:
     if args.dod_command == "pack" and args.dod.is_dir() and is_sharded(args.dod):
         written = reencode_bank(args.dod, args.out, args.encoding, best_only=args.best_only)
         bank = Manifest.load(args.out)
-        size = sum(f.stat().st_size for f in (args.out / "shards").iterdir()) / 1e6
+        size = sum(f.stat().st_size for f in (args.out / SHARD_DIR).iterdir()) / 1e6
         print(f"{args.out}: {len(written)} shard(s) written, {len(bank.tasks)} tasks, "
               f"{sum(len(t.prompts) for t in bank.tasks)} prompts, {bank.settings['dtype']}, {size:.1f} MB")
         return

@@ -40,6 +40,14 @@ def prompt_encoding(encoding: str, best: bool, job_has_best: bool) -> str:
     return "float16" if best or not job_has_best else "int8"
 
 
+def kept_prompts(best: list[bool], best_only: bool, encoding: str) -> list[tuple[int, str]]:
+    """(index, how it is stored) for the prompts of one job, given which are its best checkpoint: all of them, or
+    with ``best_only`` the best one (all, when none is marked); ``how`` from :func:`prompt_encoding`."""
+    job_has_best = any(best)
+    keep = [i for i, b in enumerate(best) if b] if best_only and job_has_best else range(len(best))
+    return [(i, prompt_encoding(encoding, best[i], job_has_best)) for i in keep]
+
+
 def encode_prompt(key: str, tensor: torch.Tensor, encoding: str) -> dict[str, torch.Tensor]:
     """The bank tensors of one ``[n, d]`` prompt: fp16, or symmetric int8 per token row (absmax / 127) with the
     row scales in fp32. Per-row scales matter: a prompt's rows differ in norm by an order of magnitude."""
@@ -120,8 +128,9 @@ def _read_shard_file(path: Path) -> dict:
     if not isinstance(jobs, list) or not all(isinstance(j, dict) and isinstance(j.get("seed"), int) and
                                              isinstance(j.get("task"), dict) for j in jobs):
         raise Soft2HardError(f"{path}: 'jobs' must be a list of objects with a 'task' entry and an integer 'seed'")
-    if data.get("encoding", "float16") not in ENCODINGS:
-        raise Soft2HardError(f"{path}: encoding {data.get('encoding')!r} is not one of {', '.join(ENCODINGS)}")
+    data.setdefault("encoding", "float16")  # shards written before other encodings existed are fp16
+    if data["encoding"] not in ENCODINGS:
+        raise Soft2HardError(f"{path}: encoding {data['encoding']!r} is not one of {', '.join(ENCODINGS)}")
     return data
 
 
@@ -159,9 +168,8 @@ def append_shard(build_dir: Path, bank: Path, job_entries, best_only: bool = Fal
         if (task, seed) in have:
             continue
         prompts = []
-        kept = [p for p in entry.prompts if p.best] if best_only else []
-        for p in kept or entry.prompts:
-            how = prompt_encoding(encoding, p.best, any(q.best for q in entry.prompts))
+        for i, how in kept_prompts([p.best for p in entry.prompts], best_only, encoding):
+            p = entry.prompts[i]
             tensors.update(encode_prompt(p.id, build_manifest.load_prompt(p), how))
             prompts.append(replace(p, file=f"{SHARD_DIR}/{name}.safetensors", key=p.id).to_dict())
         jobs.append({"seed": seed, "task": {**entry.to_dict(), "prompts": prompts}})
@@ -203,13 +211,13 @@ def reencode_bank(src: Path, out: Path, encoding: str, best_only: bool = False) 
         jobs = []
         for job in _read_shard(f):
             prompts = job["task"]["prompts"]
-            kept = [p for p in prompts if p.get("best")] if best_only else []
-            for p in kept or prompts:
-                if p.get("key") not in stored:
-                    raise Soft2HardError(f"{f}: no tensor {p.get('key')!r} in its safetensors file")
-                how = prompt_encoding(encoding, bool(p.get("best")), any(q.get("best") for q in prompts))
-                tensors.update(encode_prompt(p["key"], decode_prompt(stored, p["key"]), how))
-            jobs.append({**job, "task": {**job["task"], "prompts": kept or prompts}})
+            kept = kept_prompts([bool(p.get("best")) for p in prompts], best_only, encoding)
+            for i, how in kept:
+                key = prompts[i].get("key")
+                if key not in stored:
+                    raise Soft2HardError(f"{f}: no tensor {key!r} in its safetensors file")
+                tensors.update(encode_prompt(key, decode_prompt(stored, key), how))
+            jobs.append({**job, "task": {**job["task"], "prompts": [prompts[i] for i, _ in kept]}})
         (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
         if not (out / PLAN_NAME).exists():
             atomic.write_json(out / PLAN_NAME, plan)
@@ -231,7 +239,7 @@ def load_sharded(bank: Path) -> Manifest:
     encodings = set()
     for f in shards:
         data = _read_shard_file(f)
-        encodings.add(data.get("encoding", "float16"))  # shards written before int8 existed are fp16
+        encodings.add(data["encoding"])
         for i, job in enumerate(data["jobs"]):
             merged.setdefault(job["task"].get("name"), []).append(parse_task(job["task"], f"{f} job {i}"))
     if not merged:
