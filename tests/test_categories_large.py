@@ -90,3 +90,23 @@ def test_singular_and_plural_names_in_the_large_inventory_collide():
 def test_too_few_categories_is_detected():
     assert check_inventory(SMALL, good(), min_categories=3, min_members=3) == [
         "only 2 categories; need at least 3"]
+
+
+def test_a_task_over_large_categories_answers_with_spaced_labels():
+    from soft2hard.tasks import get_task
+
+    task = get_task("cat/reptile-dog_breed")
+    assert task.labels == ("reptile", "dog breed")
+    assert {ex.target for ex in task.examples} == {"reptile", "dog breed"}
+    assert {ex.input for ex in task.examples if ex.target == "dog breed"} == set(large_categories()["dog_breed"])
+    assert "reptile or dog breed" in task.description
+    mixed = get_task("cat/fruit-reptile")  # the two inventories can be mixed: they share no name or member
+    assert mixed.labels == ("fruit", "reptile")
+
+
+def test_an_unknown_category_names_both_inventories():
+    from soft2hard.errors import Soft2HardError
+    from soft2hard.tasks import get_task
+
+    with pytest.raises(Soft2HardError, match="categories_large.json"):
+        get_task("cat/reptile-dragon")

@@ -38,6 +38,37 @@ def test_classification_plan_keeps_heldout_labels_out_of_training():
     assert planned != planning.plan_classification(seed=4, train=40, heldout=20, heldout_categories=12)
 
 
+def test_large_classification_plan_splits_its_own_categories():
+    planned = planning.plan_large_classification(seed=1, train=50, heldout=12, heldout_categories=20)
+    train = [t for t in planned if t.split == "train"]
+    held = [t for t in planned if t.split == "heldout"]
+    assert (len(train), len(held)) == (50, 12)
+    categories_of = {t.name: set(t.name.removeprefix("cat/").split("-")) for t in planned}
+    train_cats = set().union(*(categories_of[t.name] for t in train))
+    held_cats = set().union(*(categories_of[t.name] for t in held))
+    assert len(held_cats) <= 20 and not train_cats & held_cats
+    assert not (train_cats | held_cats) & set(get_task("cat/fruit-tool").labels)  # the other inventory's names
+    assert "animal" in planning.heldout_category_pool(1)[1] and not {c for c in train_cats if "animal" in c}
+    assert planning.heldout_label_leaks(planned) == []
+    assert planning.heldout_label_leaks(planned + planning.plan_classification(seed=1)) == []
+    for t in planned:  # the labels are what the task answers, "_" read as a space
+        assert t.labels == get_task(t.name).labels and t.reference == ", ".join(t.labels)
+        assert all("_" not in label for label in t.labels)
+    assert planned == planning.plan_large_classification(seed=1, train=50, heldout=12, heldout_categories=20)
+    assert planned != planning.plan_large_classification(seed=2, train=50, heldout=12, heldout_categories=20)
+    with pytest.raises(Soft2HardError, match="held-out categories"):
+        planning.plan_large_classification(heldout_categories=2)
+
+
+def test_a_build_plans_the_large_classification_kind():
+    from soft2hard.dod.config import make_plan
+
+    cfg = BuildConfig(kinds=("classification_large",), large_classification_train=30, large_classification_heldout=6)
+    planned = make_plan(cfg, cache_dir=None)
+    assert [t.split for t in planned].count("heldout") == 6 and len(planned) == 36
+    assert {t.kind for t in planned} == {"classification"}
+
+
 def test_training_tasks_naming_a_heldout_label_are_dropped():
     held = planning.PlannedTask("cat/fruit-tool", "classification", "g1", "heldout", "fruit, tool", "labels",
                                 ("fruit", "tool"))

@@ -39,7 +39,7 @@ def add_parsers(sub) -> None:
     b = dsub.add_parser("build", help="train soft prompts for many tasks (Ray fan-out; rerun to resume)")
     b.add_argument("--out", type=Path, required=True, help="build folder (plan, runs, manifest.json)")
     add_model_args(b, model_help="source model (built-in name, directory or HF id)", amp="bfloat16")
-    b.add_argument("--kinds", default="general,classification", help="comma-separated: general, classification, distilled (instructions compressed by context distillation), compositional (the comp/* generator's tasks)")
+    b.add_argument("--kinds", default="general,classification", help="comma-separated: general, classification, distilled (instructions compressed by context distillation), compositional (the comp/* generator's tasks), classification_large (word-category tasks over the 163 categories of data/categories_large.json)")
     b.add_argument("--compositional-heldout-groups", type=int, default=5,
                    help="comp/* families held out whole (kind compositional)")
     b.add_argument("--recipes", default=None,
@@ -57,6 +57,10 @@ def add_parsers(sub) -> None:
     b.add_argument("--max-tasks", type=int, default=None, help="cap on general tasks (seeded sample)")
     b.add_argument("--classification-train", type=int, default=60)
     b.add_argument("--classification-heldout", type=int, default=30)
+    b.add_argument("--large-classification-train", type=int, default=200,
+                   help="training label sets of kind classification_large")
+    b.add_argument("--large-classification-heldout", type=int, default=30,
+                   help="held-out label sets of kind classification_large")
     b.add_argument("--max-input-chars", type=int, default=400, help="drop longer examples (training cost)")
     b.add_argument("--tokens", type=int, default=20)
     b.add_argument("--steps", type=int, default=80)
@@ -111,6 +115,8 @@ def cmd_dod(args) -> None:
                           general_heldout=args.general_heldout, general_max_tasks=args.max_tasks,
                           classification_train=args.classification_train,
                           classification_heldout=args.classification_heldout,
+                          large_classification_train=args.large_classification_train,
+                          large_classification_heldout=args.large_classification_heldout,
                           max_input_chars=args.max_input_chars, amp=args.amp, tuning=tuning,
                           tasks=tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None,
                           instructions=load_instructions(args.instructions) if args.instructions else None,

@@ -31,6 +31,8 @@ class BuildConfig:
     general_max_tasks: int | None = None
     classification_train: int = 60
     classification_heldout: int = 30
+    large_classification_train: int = 200  # kind classification_large: label sets of the 163-category inventory
+    large_classification_heldout: int = 30
     max_input_chars: int | None = 400
     amp: str = "bfloat16"  # the DoD needs many prompts more than fp32-exact trajectories
     tuning: dict = field(default_factory=lambda: {"n_tokens": 20, "steps": 80, "eval_every": 20, "lr": 3e-2,
@@ -89,6 +91,9 @@ def make_plan(cfg: BuildConfig, cache_dir: Path) -> list[planning.PlannedTask]:
         planned = [t for t in planned if t.kind != "general"]
     if "compositional" in cfg.kinds:
         planned += planning.plan_compositional(cfg.split_seed, cfg.compositional_heldout_groups)
+    if "classification_large" in cfg.kinds:
+        planned += planning.plan_large_classification(cfg.split_seed, cfg.large_classification_train,
+                                                      cfg.large_classification_heldout)
     planned = planning.drop_leaking_train_tasks(planned)
     leaks = planning.heldout_label_leaks(planned)
     if leaks:  # an invariant of the planner; raised, not asserted, so that python -O keeps it

@@ -6,7 +6,9 @@ Three kinds (METHODS.md §4; issue 9 adds the third):
   classification  word-category tasks (``cat/...``) whose reference is the label set. The 48 categories are
                   split first: held-out label sets are drawn only from held-out categories, and a training task
                   whose target text names a held-out label is dropped (:func:`drop_leaking_train_tasks`), so no
-                  held-out label ever appears in translator training.
+                  held-out label ever appears in translator training. Plan kind ``classification_large`` does
+                  the same over the 163 categories of ``data/categories_large.json`` (its own category split;
+                  no name or member is shared with the 48, so the two families' splits cannot cross).
   distilled       context distillation of each general task's reference instruction on that task's inputs
                   (teacher-forced on the teacher's own continuations, so no labels are used); the reference is
                   the compressed text itself, and the split follows the source task's. Extra instruction texts
@@ -34,7 +36,9 @@ from soft2hard.tasks.base import Task
 
 logger = logging.getLogger(__name__)
 KINDS = ("general", "classification", "distilled")
-PLAN_KINDS = (*KINDS, "compositional")  # what a build may plan; compositional tasks become general/classification
+# what a build may plan: compositional tasks become general/classification ones, classification_large tasks are
+# classification ones over the second category inventory
+PLAN_KINDS = (*KINDS, "compositional", "classification_large")
 DISTILLED_PREFIX = "distilled/"
 MAX_TARGET_CHARS = 100
 # parents whose subtasks are near-copies of one another in other languages/domains: keep the English one
@@ -192,13 +196,35 @@ def plan_compositional(seed: int = 0, heldout_groups: int = 5, heldout_categorie
 def plan_classification(seed: int = 0, train: int = 60, heldout: int = 30,
                         heldout_categories: int = 16) -> list[PlannedTask]:
     rng, held_pool = heldout_category_pool(seed, heldout_categories)
-    names = list(categories.categories())
-    train_pool = [c for c in names if c not in held_pool]
+    return _label_set_tasks(list(categories.categories()), held_pool, rng, train, heldout)
+
+
+def plan_large_classification(seed: int = 0, train: int = 200, heldout: int = 30,
+                              heldout_categories: int = 40) -> list[PlannedTask]:
+    """Word-category tasks over the larger inventory: ``heldout_categories`` of its categories are drawn first
+    (seeded, before any task is looked at) and only they make the held-out label sets; the rest make ``train``."""
+    names = list(categories.large_categories())
+    if not 4 <= heldout_categories <= len(names) - 4:
+        raise Soft2HardError(f"large-inventory held-out categories must be between 4 and {len(names) - 4}")
+    rng = random.Random(f"dod-classification-large:{seed}")
+    held_pool = sorted(rng.sample(names, heldout_categories))
+    # "celestial body" would teach the held-out label "body" of plan_classification's split of this seed
+    small_held = heldout_category_pool(seed)[1]
+    spoilt = {c for c in names if any(mentions(categories.label_of(c), s) for s in small_held)}
+    return _label_set_tasks(names, held_pool, rng, train, heldout, unusable=spoilt)
+
+
+def _label_set_tasks(names: list[str], held_pool: list[str], rng: random.Random, train: int,
+                     heldout: int, unusable: set[str] = frozenset()) -> list[PlannedTask]:
+    """``train`` label sets from the categories outside ``held_pool`` (and ``unusable``) and ``heldout`` from
+    those inside it."""
+    train_pool = [c for c in names if c not in held_pool and c not in unusable]
     taken: set[frozenset[str]] = set()
     out = []
     for split, pool, count in (("train", train_pool, train), ("heldout", held_pool, heldout)):
-        for labels in categories.sample_label_sets(pool, count, rng, taken=taken):
-            name = categories.category_task_name(labels)
+        for chosen in categories.sample_label_sets(pool, count, rng, taken=taken):
+            name = categories.category_task_name(chosen)
+            labels = tuple(categories.label_of(c) for c in chosen)
             out.append(PlannedTask(name, "classification", name, split, label_reference(labels), "labels", labels))
     return out
 

@@ -5,8 +5,11 @@ word of those categories in ``data/categories.json``. Any 2-6 of the 48 categori
 supplies thousands of classification datasets whose label sets are known exactly: the classification dataset of
 datasets uses it to test whether a translator names labels it never saw in training.
 
-``data/categories_large.json`` is a second, separate inventory (160+ categories, none of them among the 48) for
-future word and sentence classification datasets; :func:`check_inventory` states the rules both files keep.
+``data/categories_large.json`` is a second, separate inventory (160+ categories, none of them among the 48, no
+member shared): ``cat/`` names may use its categories too (``cat/reptile-dog_breed``), which gives the DoD's
+second word-classification family (kind ``classification_large``) label sets that cannot overlap the first's.
+:func:`check_inventory` states the rules both files keep. A category name's ``_`` is a space in its label
+(``dog_breed`` is answered ``dog breed``).
 """
 
 from __future__ import annotations
@@ -40,6 +43,17 @@ def large_categories() -> dict[str, tuple[str, ...]]:
     """Category name -> member words of the larger inventory ``data/categories_large.json``, in file order."""
     text = (resources.files("soft2hard") / "data" / "categories_large.json").read_text(encoding="utf-8")
     return {name: tuple(words) for name, words in json.loads(text).items()}
+
+
+@cache
+def all_categories() -> dict[str, tuple[str, ...]]:
+    """Both inventories in one mapping (they share no name and no member: :func:`check_inventory`)."""
+    return {**categories(), **large_categories()}
+
+
+def label_of(category: str) -> str:
+    """The label a category is answered with: its name, ``_`` read as a space."""
+    return category.replace("_", " ")
 
 
 def _forms(word: str) -> set[str]:
@@ -126,16 +140,17 @@ def category_task_name(labels: list[str] | tuple[str, ...]) -> str:
 
 
 def load_category_task(name: str) -> Task:
-    """The task for ``cat/a-b-c``: inputs are the member words of a, b and c, targets their category."""
-    labels = tuple(name[len(PREFIX):].split("-"))
-    known = categories()
-    unknown = [label for label in labels if label not in known]
+    """The task for ``cat/a-b-c``: inputs are the member words of a, b and c, targets their category's label."""
+    names = tuple(name[len(PREFIX):].split("-"))
+    known = all_categories()
+    unknown = [c for c in names if c not in known]
     if unknown:
-        raise Soft2HardError(f"unknown category {unknown[0]!r} in task {name!r}; categories are: "
-                             f"{', '.join(known)}")
-    if not MIN_LABELS <= len(labels) <= MAX_LABELS or len(set(labels)) != len(labels):
+        raise Soft2HardError(f"unknown category {unknown[0]!r} in task {name!r}; categories are those of "
+                             f"data/categories.json ({', '.join(categories())}) and of data/categories_large.json")
+    if not MIN_LABELS <= len(names) <= MAX_LABELS or len(set(names)) != len(names):
         raise Soft2HardError(f"task {name!r} needs {MIN_LABELS}-{MAX_LABELS} distinct categories joined by '-'")
-    examples = [Example(word, label) for label in labels for word in known[label]]
+    labels = tuple(label_of(c) for c in names)
+    examples = [Example(word, label_of(c)) for c in names for word in known[c]]
     random.Random(name).shuffle(examples)
     *head, last = labels
     return Task(
