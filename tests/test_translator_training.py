@@ -237,6 +237,8 @@ def test_results_keep_compositional_and_sentence_level_tasks_apart():
     assert bucket(entry("comp/affix/bang")) == "general:comp"
     assert bucket(entry("comp/category_pair/bird-candy", "classification")) == "classification:comp"
     assert bucket(entry("comp/sentence_topic/bird-dinosaur", "classification")) == "classification:sentence"
+    assert bucket(entry("cat/reptile-dog_breed", "classification")) == "classification:large"
+    assert bucket(entry("cat/fruit-tool", "classification")) == "classification"
 
 
 def test_quality_validation_picks_the_best_decoded_checkpoint(tmp_path, tiny_llama_dir):

@@ -30,7 +30,7 @@ from soft2hard.metrics import (
     rouge_l,
     similarity_matrix,
 )
-from soft2hard.tasks import compositional
+from soft2hard.tasks import categories, compositional
 
 logger = logging.getLogger(__name__)
 METHODS = NAMES  # every interpreter of the registry, in its order
@@ -108,8 +108,11 @@ def _translations(interpreter, manifest, tasks, bank_cache: dict) -> dict:
 
 def bucket(task) -> str:
     """The row's ``kind`` in results: the task kind, with compositional tasks apart (``general:comp``; word-level
-    ``classification:comp`` and sentence-level ``classification:sentence``), so that the BIG-bench / ``cat/``
-    figures stay comparable with earlier banks."""
+    ``classification:comp`` and sentence-level ``classification:sentence``) and the ``cat/`` tasks of the larger
+    category inventory apart (``classification:large``), so that the BIG-bench / ``cat/`` figures stay comparable
+    with earlier banks."""
+    if categories.of_large_inventory(task.name):
+        return "classification:large"
     if not task.name.startswith(compositional.PREFIX):
         return task.kind
     if task.kind == "classification":

@@ -135,6 +135,11 @@ def check_inventory(small: dict, large: dict, *, min_categories: int = MIN_LARGE
     return problems
 
 
+def of_large_inventory(name: str) -> bool:
+    """Whether ``name`` is a ``cat/`` task with a category of ``data/categories_large.json``."""
+    return name.startswith(PREFIX) and any(c in large_categories() for c in name[len(PREFIX):].split("-"))
+
+
 def category_task_name(labels: list[str] | tuple[str, ...]) -> str:
     return PREFIX + "-".join(labels)
 
