@@ -18,10 +18,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from soft2hard.dod.manifest import Manifest, without_leaking_training  # noqa: E402
-from soft2hard.tasks import compositional  # noqa: E402
+from soft2hard.tasks import categories, compositional  # noqa: E402
 
 
 def family(name: str) -> str:
+    if categories.of_large_inventory(name):
+        return "cat (163-category inventory)"
     parts = name.split("/")
     return "/".join(parts[:2]) if parts[0] in ("comp", "bigbench") else parts[0]
 
