@@ -137,16 +137,21 @@ def check_inventory(small: dict, large: dict, *, min_categories: int = MIN_LARGE
 
 def of_large_inventory(name: str) -> bool:
     """Whether ``name`` is a ``cat/`` task with a category of ``data/categories_large.json``."""
-    return name.startswith(PREFIX) and any(c in large_categories() for c in name[len(PREFIX):].split("-"))
+    return name.startswith(PREFIX) and any(c in large_categories() for c in category_names(name))
 
 
 def category_task_name(labels: list[str] | tuple[str, ...]) -> str:
     return PREFIX + "-".join(labels)
 
 
+def category_names(name: str) -> tuple[str, ...]:
+    """The category names of task ``cat/a-b-c`` (the inverse of :func:`category_task_name`)."""
+    return tuple(name[len(PREFIX):].split("-"))
+
+
 def load_category_task(name: str) -> Task:
     """The task for ``cat/a-b-c``: inputs are the member words of a, b and c, targets their category's label."""
-    names = tuple(name[len(PREFIX):].split("-"))
+    names = category_names(name)
     known = all_categories()
     unknown = [c for c in names if c not in known]
     if unknown:
@@ -155,7 +160,7 @@ def load_category_task(name: str) -> Task:
     if not MIN_LABELS <= len(names) <= MAX_LABELS or len(set(names)) != len(names):
         raise Soft2HardError(f"task {name!r} needs {MIN_LABELS}-{MAX_LABELS} distinct categories joined by '-'")
     labels = tuple(label_of(c) for c in names)
-    examples = [Example(word, label_of(c)) for c in names for word in known[c]]
+    examples = [Example(word, label) for c, label in zip(names, labels) for word in known[c]]
     random.Random(name).shuffle(examples)
     *head, last = labels
     return Task(
