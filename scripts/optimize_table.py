@@ -2,10 +2,10 @@
 
 For each task: the soft prompt (accuracy), two controls that say what *any* text can do on this model (no
 prompt at all, and a few-shot text of balanced training demonstrations), hand-written prompts from ``--texts``,
-the shipped translator's text for the soft prompt, and every point of the ``soft2hard optimize --sweep`` runs
-found under ``--sweeps`` (PEZ and/or RLPrompt): test accuracy of the text before the input, faithfulness to the
-soft prompt (agreement, mean KL of the label distributions), perplexity under SmolLM2, word validity and
-degenerate flags.
+the translator's text for the soft prompt (``--translator``, default the shipped one), and every point of the
+``soft2hard optimize --sweep`` runs found under ``--sweeps`` (PEZ and/or RLPrompt): test accuracy of the text
+before the input, faithfulness to the soft prompt (agreement, mean KL of the label distributions), perplexity
+under SmolLM2, word validity and degenerate flags.
 
 Usage:  python scripts/optimize_table.py --sweeps runs/pez_sweep --prompts runs/table \
             [--texts examples/handwritten_prompts.jsonl] gen/number_parity gen/word_sentiment
@@ -72,9 +72,11 @@ def main() -> None:
     p.add_argument("--shots", type=int, default=4, help="demonstrations in the few-shot text control")
     p.add_argument("--texts", type=Path, default=None, help="JSONL of hand-written prompts: task, method, text")
     p.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
+    p.add_argument("--translator", type=Path, default=None, help="translator folder (default: the shipped one)")
     args = p.parse_args()
     lm = load_model("smollm2-135m", device="cpu")
-    translator = load_translator(load_model("smollm2-135m", device="cpu"), shipped_translator("smollm2-135m"))
+    translator = load_translator(load_model("smollm2-135m", device="cpu"),
+                                 args.translator or shipped_translator("smollm2-135m"))
     handwritten = load_texts(args.texts)
     rows = []
     for name in args.tasks:
