@@ -71,3 +71,21 @@ def test_gemma_embedding_scale_is_applied(tiny_gemma):
 def test_width_mismatch_is_an_error(tiny_llama):
     with pytest.raises(Soft2HardError, match=r"needs \[n, 64\]"):
         tiny_llama.check_prompt(torch.zeros(3, 65))
+
+
+@pytest.mark.parametrize("which", ["tiny_llama", "tiny_gemma"])
+def test_kv_cache_uses_the_current_argument(request, which):
+    """Decoding with a prompt's KV cache passes the cache under the argument the installed transformers names
+    (``cache`` since the rename; ``past_key_values`` warns there and is due to go)."""
+    import inspect
+    import warnings
+
+    lm = request.getfixturevalue(which)
+    torch.manual_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lm.generate(torch.randn(3, lm.d_model), CONTEXTS[:2], 4)
+    assert not [w for w in caught if "past_key_values" in str(w.message)]
+    from soft2hard.lm import _cache_argument
+
+    assert _cache_argument(type(lm.decoder)) in inspect.signature(type(lm.decoder).forward).parameters

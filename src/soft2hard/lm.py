@@ -13,12 +13,21 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import inspect
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from soft2hard.errors import Soft2HardError
+
+
+@functools.cache
+def _cache_argument(decoder_type: type) -> str:
+    """The decoder's KV-cache argument: transformers renamed ``past_key_values`` to ``cache`` (the old name warns
+    and is due to go in 5.40); earlier 5.x releases know only the old one."""
+    return "cache" if "cache" in inspect.signature(decoder_type.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -175,7 +184,7 @@ class LanguageModel:
                                attention_mask=torch.ones(k, n, dtype=torch.long, device=self.device),
                                position_ids=torch.arange(n, device=self.device)[None].expand(k, n),
                                use_cache=True)
-        cache = out.past_key_values
+        cache = self.cache_of(out)
         if rows is not None:
             cache.batch_select_indices(rows.to(self.device))
         elif batch > 1:
@@ -212,7 +221,7 @@ class LanguageModel:
         kwargs = {}
         full = mask
         if prompt is not None:
-            kwargs["past_key_values"] = self.prefix_cache(prompt, B, rows)
+            kwargs[_cache_argument(type(self.decoder))] = self.prefix_cache(prompt, B, rows)
             full = torch.cat([ones, mask], dim=1)
             use_cache = True
         positions = n + (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -237,8 +246,8 @@ class LanguageModel:
         T = ids.shape[1]
         positions = mask.long().sum(-1, keepdim=True) - T + torch.arange(T, device=mask.device)
         with self.autocast():
-            return self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                                use_cache=True)
+            return self.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                                **{_cache_argument(type(self.decoder)): cache})
 
     @staticmethod
     def repeat_cache(cache, batch: int):
@@ -250,8 +259,9 @@ class LanguageModel:
 
     @staticmethod
     def cache_of(output):
-        """The KV cache of a decoder output made with ``use_cache``."""
-        return output.past_key_values
+        """The KV cache of a decoder output made with ``use_cache`` (``cache`` or, before the rename,
+        ``past_key_values``)."""
+        return output.cache if "cache" in getattr(output, "__dataclass_fields__", {}) else output.past_key_values
 
     def logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """Apply the LM head (and Gemma-style soft-capping) to selected hidden states. (..., D) -> (..., V)"""
@@ -362,7 +372,7 @@ class LanguageModel:
         B = mask.shape[0]
         limits = [max_new_tokens] * B if isinstance(max_new_tokens, int) else list(max_new_tokens)
         max_new_tokens = max(limits, default=0)
-        cache = out.past_key_values
+        cache = self.cache_of(out)
         next_tok = self.logits_from_hidden(out.last_hidden_state[:, -1]).argmax(-1)  # (B,)
         generated: list[list[int]] = [[] for _ in range(B)]
         alive = list(range(B))  # the original row of each cache row
@@ -385,7 +395,7 @@ class LanguageModel:
                 alive = [alive[j] for j in keep]
             mask = torch.cat([mask, torch.ones(len(alive), 1, dtype=mask.dtype, device=mask.device)], dim=1)
             out = self.extend(next_tok[:, None], mask, cache)  # positions: prompt + real tokens so far
-            cache = out.past_key_values
+            cache = self.cache_of(out)
             next_tok = self.logits_from_hidden(out.last_hidden_state[:, -1]).argmax(-1)
         return [_cut(self.decode(ids), stop) for ids in generated]
 
