@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -56,8 +57,10 @@ def test_large_classification_plan_splits_its_own_categories():
         assert all("_" not in label for label in t.labels)
     assert planned == planning.plan_large_classification(seed=1, train=50, heldout=12, heldout_categories=20)
     assert planned != planning.plan_large_classification(seed=2, train=50, heldout=12, heldout_categories=20)
-    with pytest.raises(Soft2HardError, match="held-out categories"):
+    with pytest.raises(Soft2HardError, match="held-out categories must be between 4 and 159"):
         planning.plan_large_classification(heldout_categories=2)
+    with pytest.raises(Soft2HardError, match="heldout_categories must be between 2 and 46"):
+        planning.heldout_category_pool(0, heldout_categories=47)
 
 
 def test_a_build_plans_the_large_classification_kind():
@@ -199,6 +202,12 @@ def test_pack_makes_a_compact_bank_with_the_same_prompts(tmp_path, tiny_dod):
     assert len(bank.tasks) == 3
     best = pack(m, tmp_path / "best", best_only=True)
     assert all(len(t.prompts) == 1 and t.prompts[0].best for t in best.tasks)
+    # a job whose best checkpoint is not marked (e.g. stopped before its validation) keeps all its prompts
+    first = m.tasks[0]
+    unmarked = dataclasses.replace(first, prompts=tuple(dataclasses.replace(e, best=False) for e in first.prompts))
+    m.tasks[0] = unmarked
+    best = pack(m, tmp_path / "best2", best_only=True)
+    assert [len(t.prompts) for t in best.tasks] == [len(first.prompts)] + [1] * (len(m.tasks) - 1)
 
 
 # --- manifest errors -----------------------------------------------------------------------------------------

@@ -85,8 +85,8 @@ def pack(manifest: Manifest, out: Path, best_only: bool = False, encoding: str =
         entries = []
         seeds_with_best = {e.seed for e in task.prompts if e.best}
         for entry in task.prompts:
-            if best_only and not entry.best:
-                continue
+            if best_only and not entry.best and entry.seed in seeds_with_best:
+                continue  # a job with no marked best keeps all its checkpoints, as kept_prompts does
             how = prompt_encoding(encoding, entry.best, entry.seed in seeds_with_best)
             tensors.update(encode_prompt(entry.id, manifest.load_prompt(entry), how))
             entries.append(replace(entry, file=BANK_FILE, key=entry.id))

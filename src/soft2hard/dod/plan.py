@@ -155,11 +155,17 @@ def plan_general(cache_dir: Path, seed: int = 0, heldout: int = 30, max_tasks: i
 def heldout_category_pool(seed: int = 0, heldout_categories: int = 16) -> tuple[random.Random, list[str]]:
     """The held-out word categories of a split seed (drawn first, before any task is looked at), and the seeded
     generator that :func:`plan_classification` goes on drawing label sets from."""
-    names = list(categories.categories())
-    if not 2 <= heldout_categories <= len(names) - 2:
-        raise Soft2HardError(f"heldout_categories must be between 2 and {len(names) - 2}")
-    rng = random.Random(f"dod-classification:{seed}")
-    return rng, sorted(rng.sample(names, heldout_categories))
+    return _draw_heldout(list(categories.categories()), heldout_categories, f"dod-classification:{seed}", 2,
+                         "heldout_categories")
+
+
+def _draw_heldout(names: list[str], count: int, key: str, margin: int, what: str) -> tuple[random.Random, list[str]]:
+    """``count`` of ``names`` drawn with a generator seeded by ``key`` (which goes on drawing label sets); at
+    least ``margin`` names on each side, so that both splits can make label sets."""
+    if not margin <= count <= len(names) - margin:
+        raise Soft2HardError(f"{what} must be between {margin} and {len(names) - margin}")
+    rng = random.Random(key)
+    return rng, sorted(rng.sample(names, count))
 
 
 def plan_compositional(seed: int = 0, heldout_groups: int = 5, heldout_categories: int = 16,
@@ -204,10 +210,8 @@ def plan_large_classification(seed: int = 0, train: int = 200, heldout: int = 30
     """Word-category tasks over the larger inventory: ``heldout_categories`` of its categories are drawn first
     (seeded, before any task is looked at) and only they make the held-out label sets; the rest make ``train``."""
     names = list(categories.large_categories())
-    if not 4 <= heldout_categories <= len(names) - 4:
-        raise Soft2HardError(f"large-inventory held-out categories must be between 4 and {len(names) - 4}")
-    rng = random.Random(f"dod-classification-large:{seed}")
-    held_pool = sorted(rng.sample(names, heldout_categories))
+    rng, held_pool = _draw_heldout(names, heldout_categories, f"dod-classification-large:{seed}", 4,
+                                   "large-inventory held-out categories")
     # "celestial body" would teach the held-out label "body" of plan_classification's split of this seed
     small_held = heldout_category_pool(seed)[1]
     spoilt = {c for c in names if any(mentions(categories.label_of(c), s) for s in small_held)}
