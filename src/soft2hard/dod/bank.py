@@ -82,14 +82,15 @@ def pack(manifest: Manifest, out: Path, best_only: bool = False, encoding: str =
     tensors: dict[str, torch.Tensor] = {}
     tasks = []
     for task in manifest.tasks:
+        stored_as: dict[str, str] = {}  # prompt id -> encoding, for the prompts kept; a job is (task, seed)
+        for seed in dict.fromkeys(e.seed for e in task.prompts):
+            job = [e for e in task.prompts if e.seed == seed]
+            stored_as.update((job[i].id, how) for i, how in kept_prompts([e.best for e in job], best_only, encoding))
         entries = []
-        seeds_with_best = {e.seed for e in task.prompts if e.best}
         for entry in task.prompts:
-            if best_only and not entry.best and entry.seed in seeds_with_best:
-                continue  # a job with no marked best keeps all its checkpoints, as kept_prompts does
-            how = prompt_encoding(encoding, entry.best, entry.seed in seeds_with_best)
-            tensors.update(encode_prompt(entry.id, manifest.load_prompt(entry), how))
-            entries.append(replace(entry, file=BANK_FILE, key=entry.id))
+            if entry.id in stored_as:
+                tensors.update(encode_prompt(entry.id, manifest.load_prompt(entry), stored_as[entry.id]))
+                entries.append(replace(entry, file=BANK_FILE, key=entry.id))
         if entries:
             tasks.append(replace(task, prompts=tuple(entries)))
     if not tensors:
